@@ -1,0 +1,1 @@
+"""One module per artifact kind. Each is pure: (plan, secrets) -> bytes. No file or clock access."""

@@ -1,0 +1,27 @@
+"""What an admin device (a laptop) gets: its WireGuard config and a kubeconfig for the VPN API."""
+from __future__ import annotations
+
+import base64
+
+from ..plan import Member, Plan
+from ..secrets import Bundle
+from ..templates import render
+from . import wireguard
+
+
+def _b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+def kubeconfig(plan: Plan, bundle: Bundle, admin: Member) -> str:
+    pair = bundle.admins[admin.name]
+    return render("kubeconfig.yaml.j2", plan=plan, admin=admin, ca_b64=_b64(bundle.pki["ca"]["cert"]),
+                  cert_b64=_b64(pair["cert"]), key_b64=_b64(pair["key"]))
+
+
+def files(plan: Plan, bundle: Bundle, admin: Member) -> dict[str, tuple[bytes, int]]:
+    base = f"admins/{admin.name}"
+    return {
+        f"{base}/{plan.interface}.conf": (wireguard.wg_conf(plan, bundle, admin).encode(), 0o600),
+        f"{base}/kubeconfig": (kubeconfig(plan, bundle, admin).encode(), 0o600),
+    }

@@ -1,0 +1,186 @@
+"""Per-node cloud-init: the files a node gets, user-data, meta-data and network-config.
+
+``node_files`` decides what a node receives (secrets by role: the PKI only on the control
+plane; workers get their own key, the token and the CA hash). ``user_data`` packs them as
+#cloud-config in one of three encodings; ``extract_files`` reads any of them back, for the lab
+and the tests, so they check exactly what a node would get.
+"""
+from __future__ import annotations
+
+import base64
+import gzip
+import io
+from dataclasses import dataclass
+
+import yaml
+
+from .. import versions
+from ..plan import Member, Plan
+from ..secrets import Bundle
+from ..templates import render
+from . import firewall, kubeadm, wireguard
+
+ENCODINGS = ("plain", "gz+b64", "gzip")
+
+
+@dataclass(frozen=True)
+class NodeFile:
+    path: str
+    content: str
+    mode: int = 0o644
+
+
+def first_boot_script(plan: Plan, member: Member) -> str:
+    return render("first-boot.sh.j2", plan=plan, member=member, runtime=kubeadm.runtime_for(member),
+                  k8s_repo=versions.PKGS_K8S_DEB.format(minor=plan.kubernetes) if member.package_family == "apt"
+                  else versions.PKGS_K8S_RPM.format(minor=plan.kubernetes),
+                  crio_repo=versions.PKGS_CRIO_RPM.format(minor=plan.kubernetes))
+
+
+def flannel_manifest(plan: Plan) -> str:
+    return render("flannel.yaml.j2", plan=plan, flannel_version=versions.FLANNEL_VERSION,
+                  flannel_image=versions.FLANNEL_IMAGE, cni_plugin_image=versions.FLANNEL_CNI_PLUGIN_IMAGE,
+                  vxlan_port=versions.FLANNEL_VXLAN_PORT)
+
+
+def node_files(plan: Plan, bundle: Bundle, member: Member) -> list[NodeFile]:
+    iface = plan.interface
+    files = [
+        NodeFile(f"/etc/wireguard/{iface}.conf", wireguard.wg_conf(plan, bundle, member), 0o600),
+        NodeFile("/etc/wgkube/firewall.nft", firewall.ruleset(plan, member), 0o600),
+        NodeFile("/etc/systemd/system/wgkube-firewall.service", render("wgkube-firewall.service.j2", plan=plan)),
+        NodeFile(f"/etc/systemd/system/wg-quick@{iface}.service.d/10-wgkube.conf", render("wg-after-firewall.conf.j2")),
+        NodeFile("/etc/sysctl.d/90-wgkube.conf", render("sysctl.conf.j2")),
+        NodeFile("/etc/modules-load.d/wgkube.conf", render("modules.conf.j2")),
+        NodeFile("/etc/wgkube/kubeadm.yaml", kubeadm.config(plan, bundle, member), 0o600),
+        NodeFile("/etc/systemd/system/kubelet.service.d/20-wgkube.conf", render("kubelet-after-wg.conf.j2", plan=plan)),
+        NodeFile("/etc/udev/rules.d/90-wgkube-flannel.rules", render("flannel-offload.rules.j2")),
+        NodeFile("/usr/local/sbin/wgkube-firstboot", first_boot_script(plan, member), 0o755),
+        NodeFile("/etc/systemd/system/wgkube-firstboot.service", render("wgkube-firstboot.service.j2")),
+    ]
+    if member.role == "control-plane":
+        p = bundle.pki
+        files += [
+            NodeFile("/etc/kubernetes/pki/ca.crt", p["ca"]["cert"]),
+            NodeFile("/etc/kubernetes/pki/ca.key", p["ca"]["key"], 0o600),
+            NodeFile("/etc/kubernetes/pki/front-proxy-ca.crt", p["front_proxy_ca"]["cert"]),
+            NodeFile("/etc/kubernetes/pki/front-proxy-ca.key", p["front_proxy_ca"]["key"], 0o600),
+            NodeFile("/etc/kubernetes/pki/etcd/ca.crt", p["etcd_ca"]["cert"]),
+            NodeFile("/etc/kubernetes/pki/etcd/ca.key", p["etcd_ca"]["key"], 0o600),
+            NodeFile("/etc/kubernetes/pki/sa.key", p["sa"]["key"], 0o600),
+            NodeFile("/etc/kubernetes/pki/sa.pub", p["sa"]["pub"]),
+            NodeFile("/etc/wgkube/flannel.yaml", flannel_manifest(plan)),
+        ]
+    else:
+        # Public CA certificate only: lets the worker check the API before it joins.
+        files.append(NodeFile("/etc/wgkube/ca.crt", bundle.pki["ca"]["cert"]))
+    return files
+
+
+# --------------------------------------------------------------------------- YAML output
+
+
+class _Dumper(yaml.SafeDumper):
+    pass
+
+
+def _str(dumper: yaml.SafeDumper, value: str):
+    style = "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_Dumper.add_representer(str, _str)
+
+
+def _dump(data) -> str:
+    return yaml.dump(data, Dumper=_Dumper, sort_keys=False, width=4096, default_flow_style=False)
+
+
+def _gzip(data: bytes) -> bytes:
+    buf = io.BytesIO()
+    with gzip.GzipFile(fileobj=buf, mode="wb", compresslevel=9, mtime=0, filename="") as f:
+        f.write(data)
+    return buf.getvalue()
+
+
+def cloud_config(plan: Plan, member: Member, files: list[NodeFile], per_file_gzip: bool = False) -> dict:
+    user: dict = {"name": plan.login_user, "shell": "/bin/bash", "sudo": "ALL=(ALL) NOPASSWD:ALL"}
+    if plan.ssh_keys:
+        user["ssh_authorized_keys"] = list(plan.ssh_keys)
+    if plan.password_hash:
+        user["lock_passwd"] = False
+        user["passwd"] = plan.password_hash
+    entries = []
+    for f in files:
+        entry: dict = {"path": f.path, "owner": "root:root", "permissions": f"0{f.mode:o}"}
+        if per_file_gzip:
+            entry["encoding"] = "gz+b64"
+            entry["content"] = base64.b64encode(_gzip(f.content.encode())).decode()
+        else:
+            entry["content"] = f.content
+        entries.append(entry)
+    return {
+        "hostname": member.name,
+        "preserve_hostname": False,
+        "users": [user],
+        "ssh_pwauth": False,
+        "write_files": entries,
+        "runcmd": [
+            ["systemctl", "daemon-reload"],
+            ["systemctl", "enable", "wgkube-firstboot.service"],
+            ["systemctl", "start", "--no-block", "wgkube-firstboot.service"],
+        ],
+    }
+
+
+def user_data(plan: Plan, member: Member, files: list[NodeFile], encoding: str = "plain") -> bytes:
+    header = f"#cloud-config\n# wgkube: {member.name} ({member.role}) of cluster {plan.cluster}. Holds private keys: treat as a secret.\n"
+    if encoding not in ENCODINGS:
+        raise ValueError(f"unknown encoding {encoding}")
+    text = header + _dump(cloud_config(plan, member, files, per_file_gzip=(encoding == "gz+b64")))
+    data = text.encode()
+    return _gzip(data) if encoding == "gzip" else data
+
+
+def meta_data(plan: Plan, member: Member) -> bytes:
+    # A stable instance-id: a re-rendered seed must not make cloud-init treat the box as new.
+    return _dump({"instance-id": f"wgkube-{plan.cluster}-{member.name}", "local-hostname": member.name}).encode()
+
+
+def network_config(member: Member) -> bytes | None:
+    net = member.static_network
+    if not net:
+        return None
+    eth: dict = {"match": {"name": "e*"}, "addresses": [net["address"]]}
+    if net.get("gateway"):
+        eth["routes"] = [{"to": "0.0.0.0/0", "via": net["gateway"]}]
+    if net.get("nameservers"):
+        eth["nameservers"] = {"addresses": list(net["nameservers"])}
+    return _dump({"version": 2, "ethernets": {"uplink": eth}}).encode()
+
+
+# --------------------------------------------------------------------------- reading back
+
+
+def decode_user_data(data: bytes) -> str:
+    """Plain #cloud-config text of any encoding we produce (whole-file gzip included)."""
+    if data[:2] == b"\x1f\x8b":
+        data = gzip.decompress(data)
+    return data.decode()
+
+
+def extract_files(data: bytes) -> dict[str, tuple[bytes, int]]:
+    """write_files of a user-data as {path: (content, mode)}, decoding gz+b64 entries."""
+    doc = yaml.safe_load(decode_user_data(data))
+    out = {}
+    for entry in doc.get("write_files", []):
+        content = entry.get("content", "")
+        enc = entry.get("encoding", "text/plain")
+        if enc in ("gz+b64", "gzip+base64", "gz+base64"):
+            raw = gzip.decompress(base64.b64decode(content))
+        elif enc in ("b64", "base64"):
+            raw = base64.b64decode(content)
+        else:
+            raw = content.encode()
+        out[entry["path"]] = (raw, int(str(entry.get("permissions", "0644")), 8))
+    return out

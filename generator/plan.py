@@ -1,0 +1,218 @@
+"""Spec -> plan: addresses, the hub, peers and AllowedIPs, each member's role. Pure, no I/O.
+
+The topology is hub-and-spoke: the control-plane node with a public endpoint is the hub and
+the only member every other member peers with. Spokes send the whole VPN range to the hub,
+which forwards between them; the hub routes each spoke's /32 to that spoke. Pod traffic is
+VXLAN between VPN addresses, so no pod range appears in any AllowedIPs.
+"""
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+
+from . import versions
+from .errors import Problem, UserError
+from .spec import EXPOSE, OS_FAMILIES, ClusterSpec, parse_endpoint
+
+
+@dataclass(frozen=True)
+class Exposed:
+    protocol: str  # tcp | udp
+    first: int
+    last: int
+
+    def nft(self) -> str:
+        return str(self.first) if self.first == self.last else f"{self.first}-{self.last}"
+
+
+@dataclass(frozen=True)
+class Member:
+    name: str
+    kind: str  # "node" | "admin"
+    role: str  # "control-plane" | "worker" | "admin"
+    vpn_ip: str
+    endpoint_host: str | None = None
+    endpoint_port: int | None = None
+    os: str | None = None
+    package_family: str | None = None
+    public_address: str | None = None  # underlay address when known (static network or IP endpoint)
+    static_network: dict | None = None
+    expose: tuple[Exposed, ...] = ()
+    provider: str | None = None
+
+    @property
+    def is_node(self) -> bool:
+        return self.kind == "node"
+
+    @property
+    def behind_nat(self) -> bool:
+        return self.endpoint_host is None
+
+    @property
+    def endpoint(self) -> str | None:
+        if self.endpoint_host is None:
+            return None
+        host = f"[{self.endpoint_host}]" if ":" in self.endpoint_host else self.endpoint_host
+        return f"{host}:{self.endpoint_port}"
+
+
+@dataclass(frozen=True)
+class Peer:
+    name: str
+    allowed_ips: tuple[str, ...]
+    endpoint: str | None
+    keepalive: int | None
+
+
+@dataclass(frozen=True)
+class Plan:
+    cluster: str
+    kubernetes: str
+    vpn_cidr: str
+    interface: str
+    port: int
+    wg_mtu: int
+    flannel_mtu: int
+    underlay_mtu: int
+    keepalive: int
+    pod_cidr: str
+    service_cidr: str
+    dns_domain: str
+    hub: str
+    members: tuple[Member, ...]
+    login_user: str
+    ssh_keys: tuple[str, ...]
+    password_hash: str | None
+    token_ttl: str
+    _index: dict = field(default_factory=dict, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._index.update({m.name: m for m in self.members})
+
+    def member(self, name: str) -> Member:
+        return self._index[name]
+
+    @property
+    def hub_member(self) -> Member:
+        return self._index[self.hub]
+
+    @property
+    def api_address(self) -> str:
+        return self.hub_member.vpn_ip
+
+    @property
+    def vpn_prefixlen(self) -> int:
+        return ipaddress.ip_network(self.vpn_cidr).prefixlen
+
+    @property
+    def nodes(self) -> tuple[Member, ...]:
+        return tuple(m for m in self.members if m.is_node)
+
+    @property
+    def admins(self) -> tuple[Member, ...]:
+        return tuple(m for m in self.members if not m.is_node)
+
+    def listen_port(self, m: Member) -> int | None:
+        """Members with an endpoint listen on a fixed port; members behind NAT let the kernel pick."""
+        return m.endpoint_port if m.endpoint_host is not None else None
+
+    def peers(self, m: Member) -> list[Peer]:
+        """Cryptokey routing for member m."""
+        if m.name == self.hub:
+            return [
+                Peer(o.name, (f"{o.vpn_ip}/32",), o.endpoint, self.keepalive if o.behind_nat and self.keepalive else None)
+                for o in self.members if o.name != self.hub
+            ]
+        hub = self.hub_member
+        # Spokes keep the NAT mapping (and the hub's path back to them) alive.
+        return [Peer(hub.name, (self.vpn_cidr,), hub.endpoint, self.keepalive or None)]
+
+
+def allocate(spec: ClusterSpec, pinned: dict[str, str] | None = None) -> dict[str, str]:
+    """VPN address per member: fixed (spec) first, then the address the member had before
+    (pinned, from the secrets bundle), then the lowest free host address, in spec order."""
+    pinned = pinned or {}
+    net = ipaddress.ip_network(spec.vpn.cidr)
+    names = [n.name for n in spec.nodes] + [a.name for a in spec.admins]
+    fixed = {n.name: n.vpn_ip for n in spec.nodes if n.vpn_ip} | {a.name: a.vpn_ip for a in spec.admins if a.vpn_ip}
+    taken = {ipaddress.ip_address(ip) for ip in fixed.values()}
+    out: dict[str, str] = dict(fixed)
+    for name in names:
+        if name in out or name not in pinned:
+            continue
+        ip = ipaddress.ip_address(pinned[name])
+        if ip in net and ip not in taken:
+            out[name] = str(ip)
+            taken.add(ip)
+    free = (h for h in net.hosts() if h not in taken)
+    for name in names:
+        if name not in out:
+            try:
+                ip = next(free)
+            except StopIteration:
+                raise UserError(Problem("vpn.cidr", f"{net} has no free address left for {name!r}", "use a larger vpn.cidr")) from None
+            out[name] = str(ip)
+            taken.add(ip)
+    return out
+
+
+def build_plan(spec: ClusterSpec, pinned: dict[str, str] | None = None) -> Plan:
+    addresses = allocate(spec, pinned)
+    members: list[Member] = []
+    for n in spec.nodes:
+        host = port = None
+        if n.endpoint:
+            host, port = parse_endpoint(n.endpoint, spec.vpn.port)
+        public = None
+        if n.network is not None:
+            public = str(ipaddress.ip_interface(n.network.address).ip)
+        elif host is not None:
+            try:
+                public = str(ipaddress.ip_address(host))
+            except ValueError:
+                public = None
+        exposed = []
+        for item in n.expose:
+            m = EXPOSE.fullmatch(item)
+            assert m is not None  # checked by spec semantics
+            exposed.append(Exposed(m.group(3), int(m.group(1)), int(m.group(2) or m.group(1))))
+        members.append(Member(
+            name=n.name, kind="node", role=n.role, vpn_ip=addresses[n.name],
+            endpoint_host=host, endpoint_port=port, os=n.os, package_family=OS_FAMILIES[n.os],
+            public_address=public, static_network=n.network.model_dump() if n.network else None,
+            expose=tuple(exposed), provider=n.provider,
+        ))
+    for a in spec.admins:
+        members.append(Member(name=a.name, kind="admin", role="admin", vpn_ip=addresses[a.name]))
+    hub = next(n.name for n in spec.nodes if n.role == "control-plane" and n.endpoint)
+    wg_mtu = spec.vpn.underlay_mtu - versions.WIREGUARD_OVERHEAD
+    return Plan(
+        cluster=spec.name, kubernetes=spec.kubernetes, vpn_cidr=spec.vpn.cidr, interface=spec.vpn.interface,
+        port=spec.vpn.port, wg_mtu=wg_mtu, flannel_mtu=wg_mtu - versions.VXLAN_OVERHEAD,
+        underlay_mtu=spec.vpn.underlay_mtu, keepalive=spec.vpn.keepalive, pod_cidr=spec.pod_cidr,
+        service_cidr=spec.service_cidr, dns_domain="cluster.local", hub=hub, members=tuple(members),
+        login_user=spec.login.user, ssh_keys=tuple(spec.login.ssh_authorized_keys),
+        password_hash=spec.login.password_hash, token_ttl=spec.join.token_ttl,
+    )
+
+
+def plan_summary(plan: Plan) -> dict:
+    """The plan as JSON-able data (written to out/<cluster>/plan.json for tools and tests)."""
+    return {
+        "cluster": plan.cluster,
+        "kubernetes": plan.kubernetes,
+        "vpn": {"cidr": plan.vpn_cidr, "interface": plan.interface, "port": plan.port, "mtu": plan.wg_mtu,
+                "underlay_mtu": plan.underlay_mtu, "keepalive": plan.keepalive},
+        "pod_cidr": plan.pod_cidr,
+        "service_cidr": plan.service_cidr,
+        "flannel_mtu": plan.flannel_mtu,
+        "hub": plan.hub,
+        "api": f"{plan.api_address}:6443",
+        "members": [
+            {"name": m.name, "kind": m.kind, "role": m.role, "vpn_ip": m.vpn_ip, "endpoint": m.endpoint,
+             "listen_port": plan.listen_port(m), "behind_nat": m.behind_nat, "public_address": m.public_address,
+             "static_network": m.static_network,
+             "expose": [f"{e.nft()}/{e.protocol}" for e in m.expose], "os": m.os}
+            for m in plan.members
+        ],
+    }

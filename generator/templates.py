@@ -1,0 +1,31 @@
+"""Jinja2 environment for the templates in cloudinit/ and packer/ (shipped as package data)."""
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+
+import jinja2
+
+_HERE = Path(__file__).resolve().parent
+
+
+def _search_path() -> list[str]:
+    # From a checkout the templates sit at the repo root; installed, under generator/_cloudinit.
+    candidates = [_HERE.parent / "cloudinit", _HERE.parent / "packer", _HERE / "_cloudinit", _HERE / "_packer"]
+    return [str(p) for p in candidates if p.is_dir()]
+
+
+@cache
+def env() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(_search_path()),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+        autoescape=False,
+    )
+
+
+def render(name: str, **context) -> str:
+    return env().get_template(name).render(**context)

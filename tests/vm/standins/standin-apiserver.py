@@ -1,0 +1,45 @@
+#!/usr/bin/python3
+# wgkube VM-test stand-in: NOT kube-apiserver.
+#
+# Started by the kubeadm stand-in on "kubeadm init". Serves HTTPS on
+# ADDRESS:PORT with the given certificate and answers GET /readyz, /livez and
+# /healthz with 200 "ok"; everything else is 404. Its only purpose is to let
+# the workers' wait-for-API phase succeed over the WireGuard VPN in the VM test.
+# Usage: standin-apiserver.py ADDRESS PORT CERT KEY
+import http.server
+import ssl
+import sys
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    server_version = "wgkube-standin-apiserver"
+
+    def do_GET(self):  # noqa: N802 - http.server API
+        if self.path.split("?")[0] in ("/readyz", "/livez", "/healthz"):
+            body, code = b"ok", 200
+        elif self.path == "/version":
+            body, code = b'{"gitVersion": "v1.37.0-wgkube-standin"}', 200
+        else:
+            body, code = b"not found (wgkube stand-in API)", 404
+        self.send_response(code)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, fmt, *args):
+        sys.stderr.write("standin-apiserver: %s %s\n" % (self.address_string(), fmt % args))
+
+
+def main():
+    address, port, cert, key = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key)
+    httpd = http.server.ThreadingHTTPServer((address, port), Handler)
+    httpd.socket = ctx.wrap_socket(httpd.socket, server_side=True)
+    sys.stderr.write("standin-apiserver: listening on https://%s:%d\n" % (address, port))
+    httpd.serve_forever()
+
+
+if __name__ == "__main__":
+    main()

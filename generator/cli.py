@@ -15,7 +15,7 @@ from rich.table import Table
 from . import render as pipeline
 from .errors import Problem, UserError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False,
                   help="One cluster spec in; self-assembling Kubernetes-over-WireGuard nodes out.")
 out = Console()
 err = Console(stderr=True)

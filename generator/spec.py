@@ -48,6 +48,8 @@ class Vpn(Strict):
     interface: str = Field("wg0", description="WireGuard interface name, the same on every node")
     underlay_mtu: int = Field(1500, ge=1280, le=9000, description="MTU of the smallest underlay link")
     keepalive: int = Field(25, ge=0, le=600, description="PersistentKeepalive (s) for members behind NAT; 0 disables")
+    # day two (issue 5): pre-provisioned slots, already in the hub's peer list (docs/day-two.md)
+    spares: int = Field(0, ge=0, le=250, description="spare member slots (key + address) made up front and already in the hub's peer list, so a new member needs no hub change")
 
     @field_validator("interface")
     @classmethod
@@ -139,6 +141,8 @@ class Login(Strict):
 
 class Join(Strict):
     token_ttl: str = Field("24h", description="bootstrap token lifetime after `kubeadm init` (Go duration)")
+    # day two (issue 5): per-node join credentials valid this many days (docs/join-window.md)
+    window_days: int | None = Field(None, ge=1, le=365, description="join window: each worker gets its own join credential, valid this many days from when it is added; unset = the shared bootstrap token (token_ttl)")
 
     @field_validator("token_ttl")
     @classmethod
@@ -248,6 +252,24 @@ _HINTS = {
 }
 
 
+def _describe(loc: tuple) -> str:
+    """A hint from the model itself: what the field at loc is for (its description)."""
+    model: type[BaseModel] | None = ClusterSpec
+    info = None
+    for part in loc:
+        if isinstance(part, int) or model is None:
+            continue
+        info = model.model_fields.get(part)
+        if info is None:
+            break
+        ann = info.annotation
+        inner = [a for a in getattr(ann, "__args__", (ann,)) if isinstance(a, type) and issubclass(a, BaseModel)]
+        model = inner[0] if inner else None
+    if info is not None and info.description:
+        return f"this field is: {info.description}"
+    return "`wgkube schema` shows what every field takes"
+
+
 def parse_spec(text: str, source: str = "cluster.yaml") -> SpecDocument:
     """Text -> validated spec. Raises UserError listing every problem found."""
     try:
@@ -269,7 +291,7 @@ def parse_spec(text: str, source: str = "cluster.yaml") -> SpecDocument:
             msg = err["msg"].removeprefix("Value error, ")
             if err["type"] == "extra_forbidden":
                 msg = f"unknown field {loc[-1]!r}"
-            hint = _HINTS.get(err["type"], "")
+            hint = _HINTS.get(err["type"]) or _describe(loc)
             line = SpecDocument(None, lines, source).line(loc)  # type: ignore[arg-type]
             problems.append(Problem(format_path(loc), msg, hint, line))
         raise UserError(problems, source) from None
@@ -346,8 +368,10 @@ def check_semantics(doc: SpecDocument) -> list[Problem]:
             seen_names[name] = loc
 
     usable = vpn.num_addresses - 2 if vpn.prefixlen < 31 else vpn.num_addresses
-    if len(members) > usable:
-        p.append(doc.problem(("vpn", "cidr"), f"{vpn} has {usable} usable addresses but the spec has {len(members)} members", f"use a larger range, e.g. /{max(8, 32 - (len(members) + 2).bit_length())}"))
+    wanted = len(members) + spec.vpn.spares  # day two: spare slots take addresses too
+    if wanted > usable:
+        spares = f" and {spec.vpn.spares} spare slots" if spec.vpn.spares else ""
+        p.append(doc.problem(("vpn", "cidr"), f"{vpn} has {usable} usable addresses but the spec has {len(members)} members{spares}", f"use a larger range, e.g. /{max(8, 32 - (wanted + 2).bit_length())}"))
 
     seen_ips: dict[ipaddress.IPv4Address, tuple] = {}
     for loc, _name, ip in members:

@@ -24,6 +24,7 @@ def env() -> jinja2.Environment:
         lstrip_blocks=True,
         keep_trailing_newline=True,
         autoescape=False,
+        auto_reload=False,  # templates do not change during a run; skip a stat per render
     )
 
 

@@ -13,7 +13,7 @@ SUDO=""
 APT_PACKAGES=(
     python3 python3-venv python3-pip openssl ca-certificates
     cloud-init nftables shellcheck packer wireguard-tools wireguard-go xorriso
-    iproute2 iputils-ping ncat socat util-linux kmod
+    iproute2 iputils-ping ncat socat util-linux kmod procps
     qemu-system-x86 qemu-utils debootstrap vde2
 )
 missing=()

@@ -36,7 +36,9 @@ def first_boot_script(plan: Plan, member: Member) -> str:
     return render("first-boot.sh.j2", plan=plan, member=member, runtime=kubeadm.runtime_for(member),
                   k8s_repo=versions.PKGS_K8S_DEB.format(minor=plan.kubernetes) if member.package_family == "apt"
                   else versions.PKGS_K8S_RPM.format(minor=plan.kubernetes),
-                  crio_repo=versions.PKGS_CRIO_RPM.format(minor=plan.kubernetes))
+                  crio_repo=versions.PKGS_CRIO_RPM.format(minor=plan.kubernetes),
+                  cri_socket=kubeadm.CRI_SOCKETS[kubeadm.runtime_for(member)],
+                  flannel_image=versions.FLANNEL_IMAGE, cni_plugin_image=versions.FLANNEL_CNI_PLUGIN_IMAGE)
 
 
 def flannel_manifest(plan: Plan) -> str:

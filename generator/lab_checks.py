@@ -1,0 +1,244 @@
+"""The lab's checks: real packets between the namespaces, and what the rulesets counted.
+
+1. cold ping: the hub pings every member behind NAT before that member has sent any traffic
+   of its own: only its PersistentKeepalive can have opened the NAT and told the hub where it is.
+2. every ordered pair of members pings over the VPN (NAT <-> NAT through the hub, the laptop).
+3. public UDP, from the internet namespace to each member with a public address: the
+   WireGuard port's accept counter moves; other ports stay silent (no ICMP port-unreachable,
+   which an accepted packet without a listener would draw) and the final drop counter moves.
+4. public TCP 22, 6443, 2379, 2380, 10250, 10257, 10259 and NodePort 30080 time out (listeners
+   are running on them), unless the spec exposes the port; the same listeners answer over the VPN.
+5. DNAT: public TCP to the stand-in NodePort (DNAT'ed to the node's pod, like kube-proxy) is
+   dropped by the forward chain unless exposed; over the VPN it reaches the pod.
+6. pods: the pod namespace reaches an internet address (control) but not 169.254.169.254.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+
+from .lab import PROBE, PYTHON, Check, Lab, wait_ready
+from .lab_net import DNAT_PORT, METADATA, POD_PORT, ROUTER
+from .lab_wgconf import parse_wg_quick
+
+NODE_PORTS = [22, 6443, 2379, 2380, 10250, 10257, 10259, 30080]
+OTHER_UDP = [53, 123, 8472]
+PUBLIC_TIMEOUT = 1.5
+PING_TIMEOUT = 5.0
+
+
+def _exposed(member, proto: str, port: int) -> bool:
+    return any(p == proto and lo <= port <= hi for p, lo, hi in member.expose)
+
+
+def _listen_ports(member) -> list[int]:
+    ports = list(NODE_PORTS)
+    for proto, lo, _hi in member.expose:
+        if proto == "tcp" and lo not in ports and lo != DNAT_PORT:
+            ports.append(lo)
+    return ports
+
+
+class _Probes:
+    """Start probe processes in several namespaces at once, collect their results later."""
+
+    def __init__(self, lab: Lab):
+        self.lab = lab
+        self.batches: list[tuple[subprocess.Popen, list[dict], list]] = []
+
+    def add(self, ns: str, targets: list[tuple[dict, object]]) -> None:
+        if not targets:
+            return
+        proc = subprocess.Popen(self.lab.ns_argv(ns, PYTHON, str(PROBE), "probe"), stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+        self.lab.procs.append(proc)
+        assert proc.stdin is not None
+        proc.stdin.write(json.dumps([t for t, _ in targets]))
+        proc.stdin.close()
+        self.batches.append((proc, [t for t, _ in targets], [k for _, k in targets]))
+
+    def collect(self) -> list[tuple[object, str]]:
+        out = []
+        for proc, targets, keys in self.batches:
+            stdout = proc.stdout.read() if proc.stdout else ""
+            proc.wait()
+            try:
+                results = json.loads(stdout)
+            except ValueError:
+                err = proc.stderr.read() if proc.stderr else ""
+                results = [f"probe failed: {err.strip()[-200:]}"] * len(targets)
+            out += list(zip(keys, results))
+        self.batches.clear()
+        return out
+
+
+def counters(lab: Lab, ns: str, listen_port: int | None) -> dict[str, int | None]:
+    """Packet counters of the rendered table: input's final drop, forward's final drop, the WireGuard accept."""
+    found: dict[str, int | None] = {"input_drop": None, "forward_drop": None, "wg_accept": None}
+    proc = subprocess.run(lab.ns_argv(ns, "nft", "-j", "list", "table", "inet", "wgkube"), capture_output=True, text=True)
+    if proc.returncode != 0:
+        return found
+    for item in json.loads(proc.stdout).get("nftables", []):
+        rule = item.get("rule")
+        if not rule:
+            continue
+        expr = rule.get("expr", [])
+        packets = next((e["counter"]["packets"] for e in expr if "counter" in e), None)
+        if packets is None:
+            continue
+        matches = [e["match"] for e in expr if "match" in e]
+        verdict = "drop" if any("drop" in e for e in expr) else "accept" if any("accept" in e for e in expr) else None
+        if not matches and verdict == "drop" and rule.get("chain") in ("input", "forward"):
+            found[f"{rule['chain']}_drop"] = packets
+        elif verdict == "accept" and rule.get("chain") == "input" and listen_port:
+            for m in matches:
+                if m.get("left") == {"payload": {"protocol": "udp", "field": "dport"}} and m.get("right") == listen_port:
+                    found["wg_accept"] = packets
+    return found
+
+
+def _delta(before: dict, after: dict, key: str) -> int | None:
+    if before.get(key) is None or after.get(key) is None:
+        return None
+    return after[key] - before[key]
+
+
+def run_checks(lab: Lab) -> None:
+    topo, checks = lab.topo, lab.result.checks
+    sites = topo.sites
+    nodes = [s for s in sites if s.pod_ns]
+    public = [s for s in nodes if s.public]
+    hub = next((s for s in sites if s.member.role == "control-plane" and s.public), sites[0])
+    vpn = lab.vpn_ip
+
+    _start_listeners(lab, nodes)
+
+    # 1. cold ping: the hub reaches members behind NAT that have sent nothing but keepalives.
+    probes = _Probes(lab)
+    cold = [s for s in sites if not s.public and s.name in vpn]
+    probes.add(hub.ns, [({"kind": "ping", "host": vpn[s.name], "timeout": PING_TIMEOUT}, s.name) for s in cold])
+    for name, got in probes.collect():
+        checks.append(Check("ping before it sends", f"{hub.name} -> {name}", "reply", got, got == "reply"))
+
+    # 3. public UDP, counted by the ruleset (nothing else runs now, so the counters are ours).
+    before = {s.name: counters(lab, s.ns, lab_listen_port(lab, s)) for s in public}
+    udp_targets = []
+    for s in public:
+        lp = lab_listen_port(lab, s)
+        ports = [p for p in OTHER_UDP + ([lp + 1] if lp and lp < 65535 else []) if p != lp]
+        if lp:
+            udp_targets.append(({"kind": "udp", "host": str(s.address), "port": lp, "timeout": 1.0}, (s.name, lp)))
+        udp_targets += [({"kind": "udp", "host": str(s.address), "port": p, "timeout": 1.0}, (s.name, p)) for p in ports]
+    probes.add(topo.internet, udp_targets)
+    udp_results = probes.collect()
+    after = {s.name: counters(lab, s.ns, lab_listen_port(lab, s)) for s in public}
+    _udp_checks(lab, public, udp_results, before, after)
+
+    # 2, 4, 5, 6 in parallel: pings, public TCP, VPN TCP, DNAT, pods.
+    before = after
+    for s in sites:
+        if s.name in vpn:
+            probes.add(s.ns, [({"kind": "ping", "host": vpn[d.name], "timeout": PING_TIMEOUT}, ("ping", s.name, d.name))
+                              for d in sites if d is not s and d.name in vpn])
+    internet = []
+    for s in public:
+        for port in _listen_ports(s.member) + [DNAT_PORT]:
+            internet.append(({"kind": "tcp", "host": str(s.address), "port": port, "timeout": PUBLIC_TIMEOUT},
+                             ("public", s.name, port)))
+    probes.add(topo.internet, internet)
+    by_source: dict[str, list] = {}
+    for s in nodes:
+        src = _vpn_source(sites, hub, s)
+        if src is None or s.name not in vpn:
+            continue
+        for port in _listen_ports(s.member) + [DNAT_PORT]:
+            by_source.setdefault(src.ns, []).append(
+                ({"kind": "tcp", "host": vpn[s.name], "port": port, "timeout": PING_TIMEOUT}, ("vpn", s.name, port, src.name)))
+    for ns, targets in by_source.items():
+        probes.add(ns, targets)
+    for s in nodes:
+        probes.add(s.pod_ns, [({"kind": "tcp", "host": str(METADATA), "port": 80, "timeout": PUBLIC_TIMEOUT}, ("metadata", s.name)),
+                              ({"kind": "tcp", "host": str(ROUTER), "port": 80, "timeout": PING_TIMEOUT}, ("egress", s.name))])
+    results = probes.collect()
+    after = {s.name: counters(lab, s.ns, lab_listen_port(lab, s)) for s in public}
+    _main_checks(lab, results, before, after)
+
+
+def lab_listen_port(lab: Lab, site) -> int | None:
+    return parse_wg_quick(site.member.wg_conf).listen_port
+
+
+def _vpn_source(sites, hub, target):
+    """Who proves the listeners answer over the VPN: an admin laptop if any, else the hub (or a node for the hub)."""
+    admin = next((s for s in sites if s.member.kind == "admin"), None)
+    if admin is not None:
+        return admin
+    if target is not hub:
+        return hub
+    return next((s for s in sites if s is not hub), None)
+
+
+def _start_listeners(lab: Lab, nodes) -> None:
+    procs = []
+    for s in nodes:
+        procs.append((s.name, lab.spawn(lab.ns_argv(s.ns, PYTHON, str(PROBE), "listen", *map(str, _listen_ports(s.member))),
+                                        f"{s.name}.listen.log", stdout=subprocess.PIPE, text=True)))
+        procs.append((f"{s.name} pod", lab.spawn(lab.ns_argv(s.pod_ns, PYTHON, str(PROBE), "listen", str(POD_PORT)),
+                                                 f"{s.name}.pod.log", stdout=subprocess.PIPE, text=True)))
+    procs.append(("internet :80", lab.spawn(lab.ns_argv(lab.topo.internet, PYTHON, str(PROBE), "listen", "80"),
+                                            "internet.listen.log", stdout=subprocess.PIPE, text=True)))
+    for name, proc in procs:
+        if not wait_ready(proc, 10):
+            raise RuntimeError(f"the lab's listener in {name} did not start (see its log)")
+
+
+def _udp_checks(lab: Lab, public, results, before, after) -> None:
+    checks = lab.result.checks
+    got: dict[str, dict[int, str]] = {}
+    for (name, port), result in results:
+        got.setdefault(name, {})[port] = result
+    for s in public:
+        lp = lab_listen_port(lab, s)
+        mine = got.get(s.name, {})
+        wg = _delta(before[s.name], after[s.name], "wg_accept")
+        if lp:
+            checks.append(Check("public udp", f"{s.name} :{lp} (WireGuard)", "accept counter +1",
+                                "no counter on that rule" if wg is None else f"accept counter +{wg}", bool(wg)))
+        others = {p: r for p, r in mine.items() if p != lp}
+        closed = [p for p in others if not _exposed(s.member, "udp", p)]
+        for p, r in sorted(others.items()):
+            want = "refused" if _exposed(s.member, "udp", p) else "silent"
+            checks.append(Check("public udp", f"{s.name} :{p}", want, r, r == want))
+        drop = _delta(before[s.name], after[s.name], "input_drop")
+        checks.append(Check("public udp", f"{s.name} other ports {','.join(map(str, sorted(closed)))}",
+                            f"drop counter +{len(closed)} or more",
+                            "no final counter drop rule" if drop is None else f"drop counter +{drop}",
+                            drop is not None and drop >= len(closed)))
+
+
+def _main_checks(lab: Lab, results, before, after) -> None:
+    checks = lab.result.checks
+    topo = lab.topo
+    for key, got in results:
+        kind = key[0]
+        if kind == "ping":
+            checks.append(Check("ping", f"{key[1]} -> {key[2]}", "reply", got, got == "reply"))
+        elif kind == "public":
+            _, name, port = key
+            member = topo.site(name).member
+            want = "connected" if _exposed(member, "tcp", port) else "timeout"
+            label = f"{name} :{port}" + (" (DNAT to pod)" if port == DNAT_PORT else "")
+            checks.append(Check("public tcp", label, want, got, got == want))
+        elif kind == "vpn":
+            _, name, port, src = key
+            label = f"{src} -> {name} :{port}" + (" (DNAT to pod)" if port == DNAT_PORT else "")
+            checks.append(Check("vpn tcp", label, "connected", got, got == "connected"))
+        elif kind == "metadata":
+            checks.append(Check("pod", f"pod on {key[1]} -> {METADATA}:80", "timeout", got, got == "timeout"))
+        elif kind == "egress":
+            checks.append(Check("pod", f"pod on {key[1]} -> {ROUTER}:80 (control)", "connected", got, got == "connected"))
+    for s in topo.sites:
+        if s.pod_ns and s.public and not _exposed(s.member, "tcp", DNAT_PORT):
+            drop = _delta(before[s.name], after[s.name], "forward_drop")
+            checks.append(Check("public tcp", f"{s.name} forward chain (DNAT'ed public traffic)", "drop counter moves",
+                                "no final counter drop rule" if drop is None else f"drop counter +{drop}", bool(drop)))

@@ -1,0 +1,199 @@
+"""`wgkube lab`: the rendered files in network namespaces, checked with real packets.
+
+Needs root, iproute2, nftables, wireguard-tools and wireguard-go (skipped locally without
+them, a failure in CI). The example cluster and tests/specs/lab6.yaml must pass every check;
+files broken on purpose must fail exactly the checks that name the break, and `verify` must
+find the same breaks without root.
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, SPECS, need, need_root, render_spec, wgkube
+from generator import lab_files
+from generator.lab import run_lab
+from generator.verify import verify
+
+pytestmark = pytest.mark.lab
+
+WG = "/etc/wireguard/wg0.conf"
+FW = "/etc/wgkube/firewall.nft"
+VPN_PORTS = ["22", "6443", "2379", "2380", "10250", "10257", "10259", "30080", "30081 (DNAT to pod)"]
+
+
+@pytest.fixture
+def lab_tools():
+    need_root("network namespaces, nftables and TUN devices")
+    for tool in ("ip", "nft", "wg", "wg-quick", "nsenter", "unshare", "sysctl"):
+        need(tool)
+    need("wireguard-go", "userspace WireGuard (this kernel has no module)")
+
+
+def leftovers(prefix: str) -> list[str]:
+    netns = [n for n in os.listdir("/run/netns")] if os.path.isdir("/run/netns") else []
+    return [n for n in netns if n.startswith(prefix + "-")]
+
+
+def lab_cli(out: Path) -> tuple[subprocess.CompletedProcess, float, str]:
+    t0 = time.monotonic()
+    proc = wgkube("lab", str(out), check=False)
+    elapsed = time.monotonic() - t0
+    prefix = re.search(r"lab (wgkl\d+):", proc.stdout)
+    assert prefix, proc.stdout + proc.stderr
+    assert leftovers(prefix.group(1)) == [], "namespaces left behind"
+    return proc, elapsed, prefix.group(1)
+
+
+def test_lab_example_cluster(example_out, lab_tools):
+    proc, elapsed, _ = lab_cli(example_out)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = proc.stdout
+    summary = re.search(r"(\d+) checks, (\d+) failed", out)
+    assert summary and int(summary.group(1)) > 50 and summary.group(2) == "0", out
+    for line in ("hub :6443", "worker-1 :10250", "hub :30081 (DNAT to pod)"):
+        assert re.search(rf"public tcp\s+│ {re.escape(line)}\s+│ timeout\s+│ timeout", out), line
+    assert re.search(r"ping before it sends\s+│ hub -> homelab-1\s+│ reply\s+│ reply", out)
+    assert re.search(r"pod on homelab-1 -> 169\.254\.169\.254:80\s+│ timeout\s+│ timeout", out)
+    print(f"\nlab, example cluster (4 members): {elapsed:.1f} s")
+
+
+def test_lab_six_members_two_nats_under_a_minute(tmp_path, lab_tools):
+    out = render_spec(SPECS / "lab6.yaml", tmp_path, "--no-packer", "--no-iso")
+    proc, elapsed, _ = lab_cli(out)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "161 checks, 0 failed" in proc.stdout
+    # Three NAT'd nodes and the laptop behind two different NAT gateways; NAT <-> NAT pings.
+    assert len(re.findall(r"│ nat0 \(", proc.stdout)) == 2 and len(re.findall(r"│ nat1 \(", proc.stdout)) == 2
+    # worker-2 exposes 30000-30100/tcp: its NodePorts answer publicly, DNAT to the pod included.
+    assert re.search(r"worker-2 :30081 \(DNAT to pod\)\s+│ connected\s+│ connected", proc.stdout)
+    assert re.search(r"worker-2 :6443\s+│ timeout\s+│ timeout", proc.stdout)
+    print(f"\nlab, lab6 (7 members, 2 NAT gateways): {elapsed:.1f} s")
+    assert elapsed < 60
+
+
+def test_two_labs_at_once(example_out, tmp_path, lab_tools):
+    procs = [subprocess.Popen([sys.executable, "-m", "generator", "lab", str(example_out)], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, env={**os.environ, "COLUMNS": "200", "PYTHONPATH": str(REPO)})
+             for _ in range(2)]
+    results = [p.communicate(timeout=120) for p in procs]
+    for p, (stdout, stderr) in zip(procs, results):
+        assert p.returncode == 0, stdout + stderr
+        assert "0 failed" in stdout
+        assert leftovers(f"wgkl{p.pid}") == []
+
+
+def pids_in(namespaces: list[str]) -> dict[str, str]:
+    out = {}
+    for ns in namespaces:
+        for pid in subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True).stdout.split():
+            try:
+                out[pid] = Path(f"/proc/{pid}/cmdline").read_text()
+            except OSError:
+                pass
+    return out
+
+
+def test_ctrl_c_cleans_up(example_out, lab_tools):
+    proc = subprocess.Popen([sys.executable, "-m", "generator", "lab", str(example_out)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    prefix = f"wgkl{proc.pid}"
+    deadline = time.monotonic() + 30
+    running: dict[str, str] = {}
+    while time.monotonic() < deadline and not any("lab_probe" in c for c in running.values()):
+        time.sleep(0.05)   # until wireguard-go and the listeners run inside the lab's namespaces
+        running = pids_in(leftovers(prefix))
+    assert running, "the lab never started its processes"
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stdout + stderr
+    assert "namespaces and processes removed" in stdout
+    assert leftovers(prefix) == []
+    survivors = []
+    for pid, cmdline in running.items():
+        try:
+            if Path(f"/proc/{pid}/cmdline").read_text() == cmdline:
+                survivors.append(cmdline)
+        except OSError:
+            pass
+    assert survivors == [], "processes of the interrupted lab still run"
+    assert any("wireguard-go" in c for c in running.values())
+
+
+# --------------------------------------------------------------------------- broken on purpose
+
+
+def _hub_allowed(conf: str) -> str:
+    return conf.replace("AllowedIPs = 10.88.0.2/32", "AllowedIPs = 10.88.0.99/32")
+
+
+def _open_6443(ruleset: str) -> str:
+    marker = '        counter drop comment "public side'
+    return ruleset.replace(marker, "        tcp dport 6443 accept\n" + marker, 1)
+
+
+def _no_keepalive(conf: str) -> str:
+    return conf.replace("PersistentKeepalive = 25\n", "")
+
+
+def _metadata_open(ruleset: str) -> str:
+    return ruleset.replace("ip daddr 169.254.169.254 counter drop", "ip daddr 169.254.169.253 counter drop")
+
+
+WORKER1_CUT_OFF = ({("ping", f"{a} -> {b}") for a, b in [("hub", "worker-1"), ("worker-1", "hub"), ("worker-1", "homelab-1"),
+                                                         ("worker-1", "laptop"), ("homelab-1", "worker-1"), ("laptop", "worker-1")]}
+                   | {("vpn tcp", f"laptop -> worker-1 :{p}") for p in VPN_PORTS})
+
+BREAKS = {
+    # name: (node, file, change, verify finds, lab fails exactly)
+    "wrong AllowedIPs on the hub": ("hub", WG, _hub_allowed, {"unreachable"}, WORKER1_CUT_OFF),
+    "firewall opens TCP 6443 publicly": ("hub", FW, _open_6443, {"public-port"}, {("public tcp", "hub :6443")}),
+    "no keepalive behind NAT": ("homelab-1", WG, _no_keepalive, {"nat-keepalive"},
+                                {("ping before it sends", "hub -> homelab-1")}),
+    "pods reach the metadata service": ("worker-1", FW, _metadata_open, {"metadata"},
+                                        {("pod", "pod on worker-1 -> 169.254.169.254:80")}),
+}
+
+
+def broken_copy(example_out: Path, tmp_path: Path, node: str, path: str, change) -> Path:
+    out = tmp_path / "demo"
+    shutil.copytree(example_out, out)
+    member = lab_files.from_out_dir(out).member(node)
+    text = member.wg_conf if path == WG else member.firewall
+    changed = change(text)
+    assert changed != text
+    lab_files.replace_node_file(out, node, path, changed)
+    return out
+
+
+@pytest.mark.parametrize("name", list(BREAKS))
+def test_verify_and_lab_catch_what_they_should(name, example_out, tmp_path, lab_tools):
+    node, path, change, verify_kinds, lab_failures = BREAKS[name]
+    out = broken_copy(example_out, tmp_path, node, path, change)
+    report = verify(lab_files.from_out_dir(out))
+    assert {f.kind for f in report.findings} == verify_kinds
+    result = run_lab(out)
+    failed = {(c.group, c.subject) for c in result.checks if not c.ok}
+    assert failed == lab_failures, sorted(failed)
+    print(f"\nlab, {name}: {result.total_seconds:.1f} s, {len(failed)} failed check(s) as expected")
+
+
+def test_lab_cli_exits_1_on_a_failed_check(example_out, tmp_path, lab_tools):
+    out = broken_copy(example_out, tmp_path, "hub", FW, _open_6443)
+    proc, _, _ = lab_cli(out)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    failing = [line for line in proc.stdout.splitlines() if "FAIL" in line]
+    assert len(failing) == 1 and "hub :6443" in failing[0] and "connected" in failing[0]
+
+
+def test_lab_refuses_what_is_not_an_out_dir(tmp_path, lab_tools):
+    proc = wgkube("lab", str(tmp_path), check=False)
+    assert proc.returncode == 2 and "plan.json" in proc.stderr and "Traceback" not in proc.stderr

@@ -5,7 +5,7 @@ import json
 import sys
 from functools import wraps
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 from rich.console import Console
@@ -38,6 +38,13 @@ def user_errors(fn):
 
 SpecArg = typer.Argument(..., help="cluster spec (YAML)", exists=False)
 SecretsOpt = typer.Option(None, "--secrets", help="secrets bundle (default: <spec>.secrets.yaml beside the spec)")
+AgeIdentityOpt = typer.Option([], "--age-identity", help="age identity file to decrypt the bundle (or $WGKUBE_AGE_IDENTITY)")
+AgeRecipientOpt = typer.Option([], "--age-recipient", help="encrypt the bundle to this age recipient (or $WGKUBE_AGE_RECIPIENTS)")
+
+
+def _age(recipients: list[str], identities: list[Path]):
+    from .secrets import Age
+    return Age.from_env(recipients, identities)
 
 
 @app.command()
@@ -54,9 +61,9 @@ def init(path: Path = typer.Argument(Path("cluster.yaml"), help="where to write 
 
 @app.command()
 @user_errors
-def check(spec: Path = SpecArg, secrets: Optional[Path] = SecretsOpt) -> None:
+def check(spec: Path = SpecArg, secrets: Optional[Path] = SecretsOpt, age_identity: List[Path] = AgeIdentityOpt) -> None:
     """Validate the spec (and its secrets bundle, if one exists). Writes nothing."""
-    prepared = pipeline.prepare(spec, secrets)
+    prepared = pipeline.prepare(spec, secrets, age=_age([], age_identity))
     plan = prepared.plan
     out.print(f"{spec}: ok: cluster {plan.cluster}, {len(plan.nodes)} nodes, {len(plan.admins)} admins, hub {plan.hub} "
               f"({plan.hub_member.endpoint}), API {plan.api_address}:6443", highlight=False)
@@ -87,13 +94,15 @@ def render(spec: Path = SpecArg,
            provider: Optional[str] = typer.Option(None, "--provider", help="fit every node's user-data to this provider (aws, hetzner, digitalocean, linode, azure, openstack, gcp, none)"),
            iso: bool = typer.Option(True, "--iso/--no-iso", help="write NoCloud seed ISOs"),
            packer: bool = typer.Option(True, "--packer/--no-packer", help="write Packer templates"),
+           age_identity: List[Path] = AgeIdentityOpt,
+           age_recipient: List[str] = AgeRecipientOpt,
            quiet: bool = typer.Option(False, "-q", "--quiet", help="no table")) -> None:
     """Render everything every node needs (the main job)."""
     from .artifacts.providers import PROVIDERS
     if provider is not None and provider not in PROVIDERS:
         raise UserError(Problem("--provider", f"unknown provider {provider!r}", f"one of: {', '.join(PROVIDERS)}"))
     with pipeline.locked(spec, secrets):
-        prepared = pipeline.prepare(spec, secrets)
+        prepared = pipeline.prepare(spec, secrets, age=_age(age_recipient, age_identity))
         n = len(prepared.plan.nodes)
         with Progress(console=err, transient=True, disable=quiet or n < 20) as progress:
             task = progress.add_task("rendering", total=n)
@@ -101,6 +110,8 @@ def render(spec: Path = SpecArg,
                                            progress=lambda _name: progress.advance(task))
         cluster_dir = pipeline.write(prepared, rendered, output)
     if quiet:
+        for note in prepared.notes:  # what a running member needs is never silenced
+            err.print(f"by hand: {note}", highlight=False, soft_wrap=True)
         return
     if prepared.added:
         out.print(f"secrets: {prepared.bundle_path} (0600): added {', '.join(prepared.added)}", highlight=False)
@@ -115,6 +126,8 @@ def render(spec: Path = SpecArg,
     out.print(table)
     for a in prepared.plan.admins:
         out.print(f"admin {a.name}: {cluster_dir}/admins/{a.name}/ ({prepared.plan.interface}.conf, kubeconfig)", highlight=False)
+    for note in prepared.notes:
+        out.print(f"by hand: {note}", highlight=False, soft_wrap=True)
 
 
 from .commands import register_all  # noqa: E402  (after user_errors exists)

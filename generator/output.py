@@ -1,8 +1,10 @@
 """The only module that writes files. Everything is written atomically.
 
-A render is staged in a sibling temporary directory, fsync'd, then swapped in, so a render
-killed at any moment leaves the previous output intact. ``manifest.json`` records the sha256
-of every file, for ``wgkube plan`` to diff against.
+``out/<cluster>`` is a symbolic link to a complete generation directory ``out/.<cluster>.gen-*``.
+A render writes and fsyncs a whole new generation, then swaps the link with one rename
+(atomic on POSIX), then removes the old generation. A render killed at any moment leaves
+``out/<cluster>`` pointing at a complete tree, old or new, never at a mix and never missing.
+``manifest.json`` records the sha256 of every file, for ``wgkube plan`` to diff against.
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from typing import Iterator
 from .errors import Problem, UserError
 
 MANIFEST = "manifest.json"
+MANIFEST_FORMAT = 2
 
 
 def _fsync_dir(path: Path) -> None:
@@ -47,16 +50,30 @@ def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
         raise
 
 
+def remove_stale_temps(path: Path) -> None:
+    """Temporary files a killed atomic_write left beside path (they may hold secrets).
+    Call only under the lock: a live writer's temp file looks the same."""
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):
+        with contextlib.suppress(FileNotFoundError):
+            stale.unlink()
+
+
 @contextlib.contextmanager
 def lock(path: Path) -> Iterator[None]:
-    """Exclusive lock so two renders of the same cluster cannot interleave."""
+    """Exclusive lock so two runs on the same cluster cannot interleave. Fails at once, clearly."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise UserError(Problem("", f"another wgkube run holds {path}", "wait for it to finish, then run again")) from None
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
+            who = f" (pid {holder})" if holder.isdigit() else ""
+            raise UserError(Problem("", f"another wgkube run{who} holds {path}: it is changing this cluster's secrets or outputs",
+                                    "wait for it to finish, then run again; nothing was changed by this run")) from None
+        # Who holds it, for the message above. The lock is the flock, not this text.
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         yield
     finally:
         os.close(fd)
@@ -66,56 +83,101 @@ def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def manifest_of(files: dict[str, tuple[bytes, int]]) -> dict:
-    return {"files": {rel: {"sha256": sha256(data), "size": len(data), "mode": oct(mode)} for rel, (data, mode) in sorted(files.items())}}
+def manifest_of(files: dict[str, tuple[bytes, int]], meta: dict | None = None) -> dict:
+    data = {"format": MANIFEST_FORMAT,
+            "files": {rel: {"sha256": sha256(d), "size": len(d), "mode": oct(mode)} for rel, (d, mode) in sorted(files.items())}}
+    data.update(meta or {})
+    return data
 
 
 def read_manifest(cluster_dir: Path) -> dict | None:
     try:
-        return json.loads((cluster_dir / MANIFEST).read_text())
-    except (FileNotFoundError, ValueError):
+        data = json.loads((cluster_dir / MANIFEST).read_text())
+    except (FileNotFoundError, NotADirectoryError, ValueError):
         return None
+    return data if isinstance(data, dict) and isinstance(data.get("files"), dict) else None
+
+
+def _generations(cluster_dir: Path) -> list[Path]:
+    return [p for p in cluster_dir.parent.glob(f".{cluster_dir.name}.gen-*") if p.is_dir() and not p.is_symlink()]
 
 
 def recover(cluster_dir: Path) -> None:
-    """Finish or undo a swap that a killed render left half done."""
-    old = cluster_dir.with_name(f".{cluster_dir.name}.old")
-    if old.exists():
-        if cluster_dir.exists():
-            shutil.rmtree(old)
-        else:
+    """Tidy what a killed render left behind: stale links and generations nobody points to.
+    out/<cluster> itself is always usable; this only frees disk (and removes stray secrets).
+    Call only under the lock."""
+    parent = cluster_dir.parent
+    for link in parent.glob(f".{cluster_dir.name}.link-*"):
+        with contextlib.suppress(FileNotFoundError):
+            link.unlink()
+    # Layout of earlier versions: a real directory swapped with two renames.
+    old = parent / f".{cluster_dir.name}.old"
+    if old.is_dir():
+        if not os.path.lexists(cluster_dir):
             os.replace(old, cluster_dir)
-    for stale in cluster_dir.parent.glob(f".{cluster_dir.name}.stage-*"):
+        else:
+            shutil.rmtree(old, ignore_errors=True)
+    for stale in parent.glob(f".{cluster_dir.name}.stage-*"):
         shutil.rmtree(stale, ignore_errors=True)
+    current = _current_generation(cluster_dir)
+    if current is None and not os.path.lexists(cluster_dir):
+        # Killed between the two steps of moving an old real directory aside (see _adopt).
+        legacy = sorted(parent.glob(f".{cluster_dir.name}.gen-legacy*"))
+        if legacy:
+            os.symlink(legacy[-1].name, cluster_dir)
+            current = legacy[-1]
+    for gen in _generations(cluster_dir):
+        if current is None or gen.resolve() != current.resolve():
+            shutil.rmtree(gen, ignore_errors=True)
 
 
-def write_tree(cluster_dir: Path, files: dict[str, tuple[bytes, int]], extra: dict[str, tuple[bytes, int]] | None = None) -> None:
-    """Replace cluster_dir with exactly these files (relative path -> (bytes, mode))."""
-    cluster_dir.parent.mkdir(parents=True, exist_ok=True)
+def _current_generation(cluster_dir: Path) -> Path | None:
+    if cluster_dir.is_symlink():
+        return cluster_dir.parent / os.readlink(cluster_dir)
+    return None
+
+
+def _adopt(cluster_dir: Path) -> None:
+    """An out/<cluster> that is a real directory (older wgkube) becomes a generation."""
+    if cluster_dir.is_symlink() or not cluster_dir.is_dir():
+        return
+    legacy = Path(tempfile.mkdtemp(prefix=f".{cluster_dir.name}.gen-legacy", dir=cluster_dir.parent))
+    os.rmdir(legacy)
+    os.replace(cluster_dir, legacy)
+    os.symlink(legacy.name, cluster_dir)
+    _fsync_dir(cluster_dir.parent)
+
+
+def write_tree(cluster_dir: Path, files: dict[str, tuple[bytes, int]], meta: dict | None = None) -> None:
+    """Make cluster_dir hold exactly these files (relative path -> (bytes, mode)), atomically.
+    meta goes into manifest.json beside the file hashes. Call under the lock."""
+    parent = cluster_dir.parent
+    parent.mkdir(parents=True, exist_ok=True)
     recover(cluster_dir)
-    stage = Path(tempfile.mkdtemp(prefix=f".{cluster_dir.name}.stage-", dir=cluster_dir.parent))
+    _adopt(cluster_dir)
+    gen = Path(tempfile.mkdtemp(prefix=f".{cluster_dir.name}.gen-", dir=parent))
     try:
         everything = dict(files)
-        everything[MANIFEST] = (json.dumps(manifest_of(files), indent=1, sort_keys=True).encode() + b"\n", 0o644)
-        everything.update(extra or {})
+        everything[MANIFEST] = (json.dumps(manifest_of(files, meta), indent=1, sort_keys=True).encode() + b"\n", 0o644)
         for rel, (data, mode) in sorted(everything.items()):
-            target = stage / rel
+            target = gen / rel
             target.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
                 os.fsync(f.fileno())
             os.chmod(target, mode)  # umask must not widen or narrow what we meant
-        for d in sorted({p.parent for p in stage.rglob("*")}, key=lambda p: -len(p.parts)):
+        for d in sorted({p.parent for p in gen.rglob("*")} | {gen}, key=lambda p: -len(p.parts)):
             _fsync_dir(d)
-        os.chmod(stage, 0o700)
-        old = cluster_dir.with_name(f".{cluster_dir.name}.old")
-        if cluster_dir.exists():
-            os.replace(cluster_dir, old)
-        os.replace(stage, cluster_dir)
-        _fsync_dir(cluster_dir.parent)
-        if old.exists():
-            shutil.rmtree(old)
+        os.chmod(gen, 0o700)
+        previous = _current_generation(cluster_dir)
+        link = parent / f".{cluster_dir.name}.link-{gen.name.rsplit('-', 1)[-1]}"
+        os.symlink(gen.name, link)  # relative: out/ can be moved or copied as a whole
+        os.replace(link, cluster_dir)  # the switch: one atomic rename
+        _fsync_dir(parent)
     except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
+        if _current_generation(cluster_dir) is None or _current_generation(cluster_dir).resolve() != gen.resolve():
+            shutil.rmtree(gen, ignore_errors=True)
         raise
+    if previous is not None and previous.resolve() != gen.resolve():
+        shutil.rmtree(previous, ignore_errors=True)

@@ -65,6 +65,13 @@ class Peer:
 
 
 @dataclass(frozen=True)
+class Slot:
+    """A spare slot: a key and an address made up front and already in the hub's peer list."""
+    name: str  # spare.N: never a valid member name (DNS labels have no dots)
+    vpn_ip: str
+
+
+@dataclass(frozen=True)
 class Plan:
     cluster: str
     kubernetes: str
@@ -84,6 +91,13 @@ class Plan:
     ssh_keys: tuple[str, ...]
     password_hash: str | None
     token_ttl: str
+    # Day two (docs/day-two.md): free spare slots, members that take a slot on this render, and
+    # members the hub still knows by their slot name (so its file did not have to change).
+    spares: tuple[Slot, ...] = ()
+    slot_takes: tuple[tuple[str, str], ...] = ()   # (member, slot) taken on this render
+    slot_labels: tuple[tuple[str, str], ...] = ()  # (member, slot) the hub's peer entry keeps
+    spares_target: int = 0
+    join_window_days: int | None = None
     _index: dict = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -117,25 +131,42 @@ class Plan:
         return m.endpoint_port if m.endpoint_host is not None else None
 
     def peers(self, m: Member) -> list[Peer]:
-        """Cryptokey routing for member m."""
+        """Cryptokey routing for member m.
+
+        The hub lists its peers by VPN address, spare slots included, so a member that takes a
+        slot lands exactly where the slot was and the hub's file stays byte-identical. A member
+        still known by its slot name keeps the slot's entry (no Endpoint: the hub learns it from
+        the member's first handshake, which every spoke starts because spokes keep alive)."""
         if m.name == self.hub:
-            return [
-                Peer(o.name, (f"{o.vpn_ip}/32",), o.endpoint, self.keepalive if o.behind_nat and self.keepalive else None)
-                for o in self.members if o.name != self.hub
-            ]
+            labels = dict(self.slot_labels)
+            nat_keepalive = self.keepalive or None
+            out: list[tuple[ipaddress.IPv4Address, Peer]] = []
+            for o in self.members:
+                if o.name == self.hub:
+                    continue
+                if o.name in labels:
+                    peer = Peer(labels[o.name], (f"{o.vpn_ip}/32",), None, nat_keepalive)
+                else:
+                    peer = Peer(o.name, (f"{o.vpn_ip}/32",), o.endpoint, nat_keepalive if o.behind_nat else None)
+                out.append((ipaddress.ip_address(o.vpn_ip), peer))
+            out += [(ipaddress.ip_address(s.vpn_ip), Peer(s.name, (f"{s.vpn_ip}/32",), None, nat_keepalive)) for s in self.spares]
+            return [peer for _, peer in sorted(out, key=lambda item: item[0])]
         hub = self.hub_member
         # Spokes keep the NAT mapping (and the hub's path back to them) alive.
         return [Peer(hub.name, (self.vpn_cidr,), hub.endpoint, self.keepalive or None)]
 
 
-def allocate(spec: ClusterSpec, pinned: dict[str, str] | None = None) -> dict[str, str]:
+def allocate(spec: ClusterSpec, pinned: dict[str, str] | None = None, reserved: set[str] | None = None,
+             extra: list[str] | None = None) -> dict[str, str]:
     """VPN address per member: fixed (spec) first, then the address the member had before
-    (pinned, from the secrets bundle), then the lowest free host address, in spec order."""
+    (pinned, from the secrets bundle), then the lowest free host address, in spec order.
+    Reserved addresses (free spare slots) are never handed out; extra names (new spare slots)
+    get addresses after every member."""
     pinned = pinned or {}
     net = ipaddress.ip_network(spec.vpn.cidr)
     names = [n.name for n in spec.nodes] + [a.name for a in spec.admins]
     fixed = {n.name: n.vpn_ip for n in spec.nodes if n.vpn_ip} | {a.name: a.vpn_ip for a in spec.admins if a.vpn_ip}
-    taken = {ipaddress.ip_address(ip) for ip in fixed.values()}
+    taken = {ipaddress.ip_address(ip) for ip in fixed.values()} | {ipaddress.ip_address(ip) for ip in reserved or ()}
     out: dict[str, str] = dict(fixed)
     for name in names:
         if name in out or name not in pinned:
@@ -145,19 +176,26 @@ def allocate(spec: ClusterSpec, pinned: dict[str, str] | None = None) -> dict[st
             out[name] = str(ip)
             taken.add(ip)
     free = (h for h in net.hosts() if h not in taken)
-    for name in names:
+    for name in names + list(extra or ()):
         if name not in out:
             try:
                 ip = next(free)
             except StopIteration:
-                raise UserError(Problem("vpn.cidr", f"{net} has no free address left for {name!r}", "use a larger vpn.cidr")) from None
+                raise UserError(Problem("vpn.cidr", f"{net} has no free address left for {name!r}", "use a larger vpn.cidr, or fewer vpn.spares")) from None
             out[name] = str(ip)
             taken.add(ip)
     return out
 
 
-def build_plan(spec: ClusterSpec, pinned: dict[str, str] | None = None) -> Plan:
-    addresses = allocate(spec, pinned)
+def build_plan(spec: ClusterSpec, pinned: dict[str, str] | None = None, *, reserved: dict[str, str] | None = None,
+               new_spares: list[str] | None = None, slot_takes: dict[str, str] | None = None,
+               slot_labels: dict[str, str] | None = None, spares_target: int = 0) -> Plan:
+    """reserved: free spare slot -> its address (kept); new_spares: slot names to allocate.
+    daytwo.plan_for() works these out from the secrets bundle."""
+    reserved = reserved or {}
+    addresses = allocate(spec, pinned, set(reserved.values()), new_spares)
+    spares = sorted([Slot(n, ip) for n, ip in reserved.items()] + [Slot(n, addresses[n]) for n in new_spares or ()],
+                    key=lambda s: ipaddress.ip_address(s.vpn_ip))
     members: list[Member] = []
     for n in spec.nodes:
         host = port = None
@@ -193,6 +231,9 @@ def build_plan(spec: ClusterSpec, pinned: dict[str, str] | None = None) -> Plan:
         service_cidr=spec.service_cidr, dns_domain="cluster.local", hub=hub, members=tuple(members),
         login_user=spec.login.user, ssh_keys=tuple(spec.login.ssh_authorized_keys),
         password_hash=spec.login.password_hash, token_ttl=spec.join.token_ttl,
+        spares=tuple(spares), slot_takes=tuple(sorted((slot_takes or {}).items())),
+        slot_labels=tuple(sorted((slot_labels or {}).items())), spares_target=spares_target,
+        join_window_days=spec.join.window_days,
     )
 
 
@@ -208,11 +249,14 @@ def plan_summary(plan: Plan) -> dict:
         "flannel_mtu": plan.flannel_mtu,
         "hub": plan.hub,
         "api": f"{plan.api_address}:6443",
+        "spares": [{"slot": sp.name, "vpn_ip": sp.vpn_ip} for sp in plan.spares],
+        "join": {"window_days": plan.join_window_days, "token_ttl": plan.token_ttl},
         "members": [
             {"name": m.name, "kind": m.kind, "role": m.role, "vpn_ip": m.vpn_ip, "endpoint": m.endpoint,
              "listen_port": plan.listen_port(m), "behind_nat": m.behind_nat, "public_address": m.public_address,
              "static_network": m.static_network,
-             "expose": [f"{e.nft()}/{e.protocol}" for e in m.expose], "os": m.os}
+             "expose": [f"{e.nft()}/{e.protocol}" for e in m.expose], "os": m.os,
+             "hub_peer_label": dict(plan.slot_labels).get(m.name)}
             for m in plan.members
         ],
     }

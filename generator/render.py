@@ -1,18 +1,20 @@
 """The pipeline: spec -> plan -> secrets -> artifacts -> files. Only the last step writes."""
 from __future__ import annotations
 
+import datetime as dt
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from . import daytwo
 from . import secrets as secrets_mod
 from .artifacts import admin as admin_art
-from .artifacts import cloudinit, providers
+from .artifacts import cloudinit, providers, wireguard
 from .errors import Problem, UserError
-from .output import lock, write_tree
-from .plan import Member, Plan, build_plan, plan_summary
-from .secrets import Bundle
+from .output import lock, read_manifest, remove_stale_temps, sha256, write_tree
+from .plan import Member, Plan, plan_summary
+from .secrets import Age, Bundle
 from .spec import SpecDocument, load_spec
 
 
@@ -23,6 +25,11 @@ class Prepared:
     bundle: Bundle
     bundle_path: Path
     added: list[str]
+    # day two: age options for load/save, and what the last write means for running members
+    age: Age | None = None
+    convert: bool = False  # save even with nothing added: the bundle is being encrypted
+    notes: list[str] = field(default_factory=list)
+    report: "daytwo.Report | None" = None
 
 
 @dataclass
@@ -35,29 +42,47 @@ class NodeReport:
     encoding: str
     sizes: dict[str, int]
     artifacts: list[str] = field(default_factory=list)
+    inner: dict[str, str] = field(default_factory=dict)  # path on the node -> sha256 (manifest, `wgkube plan`)
 
 
 @dataclass
 class Rendered:
     files: dict[str, tuple[bytes, int]]
     nodes: list[NodeReport]
+    meta: dict = field(default_factory=dict)  # goes into manifest.json: options, per-node inner hashes
 
 
-def prepare(spec_path: Path, secrets_path: Path | None = None) -> Prepared:
-    """Everything up to (not including) writing. Raises UserError on any problem."""
+def prepare(spec_path: Path, secrets_path: Path | None = None, *, age: Age | None = None,
+            rekey: str | None = None, rekey_join: bool = False, now: dt.datetime | None = None) -> Prepared:
+    """Everything up to (not including) writing. Raises UserError on any problem.
+    rekey: a member that gets a new WireGuard key (or, with rekey_join, a new join credential)."""
+    age = age if age is not None else Age.from_env()
+    now = now or dt.datetime.now(dt.timezone.utc)
     doc = load_spec(spec_path)
-    bundle_path = secrets_path or secrets_mod.bundle_path_for(spec_path)
-    existing = secrets_mod.load(bundle_path, doc.spec.name)
-    plan = build_plan(doc.spec, existing.addresses() if existing else None)
-    bundle, added = secrets_mod.populate(existing, plan)
-    return Prepared(doc, plan, bundle, bundle_path, added)
+    bundle_path = secrets_mod.locate(spec_path, secrets_path, age)
+    existing = secrets_mod.load(bundle_path, doc.spec.name, age)
+    changes: list[str] = []
+    if rekey is not None:  # day two: `wgkube rekey` replaces one secret before planning
+        existing, changes = daytwo.rekey_bundle(doc, existing, rekey, rekey_join, now, bundle_path)
+    plan = daytwo.plan_for(doc.spec, existing, hub_changes=rekey is not None and not rekey_join)
+    bundle, added = secrets_mod.populate(existing, plan, now)
+    convert = bool(age.recipients) and (not secrets_mod.is_encrypted(bundle_path)
+                                        or sorted(age.recipients) != sorted(bundle.age_recipients))
+    return Prepared(doc, plan, bundle, bundle_path, changes + added, age=age, convert=convert)
 
 
 def node_user_data(plan: Plan, bundle: Bundle, member: Member, provider: str | None) -> tuple[bytes, NodeReport]:
     files = cloudinit.node_files(plan, bundle, member)
-    variants = {enc: cloudinit.user_data(plan, member, files, enc) for enc in cloudinit.ENCODINGS}
-    sizes = {enc: len(data) for enc, data in variants.items()}
+    if plan.join_window_days and member.role != "control-plane":
+        # day two: the worker's own join credential (kubeadm-join.yaml.j2 points discovery.file here)
+        files.append(cloudinit.NodeFile(daytwo.JOIN_KUBECONFIG, daytwo.join_kubeconfig(plan, bundle, member), 0o600))
     prov = providers.PROVIDERS[provider or member.provider or "none"]
+    plain = cloudinit.user_data(plan, member, files, "plain")
+    variants = {"plain": plain, "gzip": cloudinit.gzip_bytes(plain)}
+    if prov.limit is not None and len(plain) > prov.limit:
+        # Per-file gz+b64 costs a gzip per file: only worth making when plain does not fit.
+        variants["gz+b64"] = cloudinit.user_data(plan, member, files, "gz+b64")
+    sizes = {enc: len(data) for enc, data in variants.items()}
     try:
         encoding = providers.choose(prov, sizes)
     except providers.DoesNotFit as exc:
@@ -65,7 +90,8 @@ def node_user_data(plan: Plan, bundle: Bundle, member: Member, provider: str | N
             f"nodes.{member.name}", f"user-data is {sizes['plain']} bytes plain, {min(exc.sizes.values())} at best "
             f"({', '.join(f'{k} {v}' for k, v in exc.sizes.items())}); {prov.title} accepts at most {prov.limit}",
             "deliver this node with its seed ISO or a Packer image (`--provider none`), or pick a provider with a larger limit")) from None
-    report = NodeReport(member.name, member.role, member.vpn_ip, member.endpoint or "(behind NAT)", prov.name, encoding, sizes)
+    report = NodeReport(member.name, member.role, member.vpn_ip, member.endpoint or "(behind NAT)", prov.name, encoding, sizes,
+                        inner={f.path: sha256(f.content.encode()) for f in files})
     return variants[encoding], report
 
 
@@ -78,6 +104,8 @@ def render_all(plan: Plan, bundle: Bundle, provider: str | None = None, iso: boo
         ud, report = node_user_data(plan, bundle, member, provider)
         files[f"{base}/user-data"] = (ud, 0o600)
         files[f"{base}/meta-data"] = (cloudinit.meta_data(plan, member), 0o644)
+        # day two: the node's WireGuard config on its own, to install on a running node (rekey)
+        files[f"wireguard/{member.name}/{plan.interface}.conf"] = (wireguard.wg_conf(plan, bundle, member).encode(), 0o600)
         report.artifacts.append("user-data")
         net = cloudinit.network_config(member)
         if net is not None:
@@ -102,19 +130,40 @@ def render_all(plan: Plan, bundle: Bundle, provider: str | None = None, iso: boo
     for member in plan.admins:
         files.update(admin_art.files(plan, bundle, member))
     files["plan.json"] = (json.dumps(plan_summary(plan), indent=1, sort_keys=True).encode() + b"\n", 0o644)
-    return Rendered(files, reports)
+    # day two: the hub's live peer update (public keys only), applied over the VPN
+    hub_conf = files[f"wireguard/{plan.hub}/{plan.interface}.conf"][0].decode()
+    files[f"hub-update/{daytwo.hub_update_name(plan)}"] = (daytwo.hub_update_script(plan, bundle, hub_conf).encode(), 0o644)
+    meta = {"options": {"provider": provider, "iso": iso, "packer": packer},
+            "node_files": {r.name: r.inner for r in reports}}
+    return Rendered(files, reports, meta)
 
 
 def write(prepared: Prepared, rendered: Rendered, out_dir: Path) -> Path:
-    """Call inside ``locked``. Secrets first: outputs can be re-rendered from the bundle, never the reverse."""
+    """Call inside ``locked``. Secrets first: outputs can be re-rendered from the bundle, never the reverse.
+    Afterwards prepared.notes says what running members need (hub update, kubectl delete node)."""
     cluster_dir = out_dir / prepared.plan.cluster
-    if prepared.added:
-        secrets_mod.save(prepared.bundle, prepared.bundle_path)
-    write_tree(cluster_dir, rendered.files)
+    before = read_manifest(cluster_dir)
+    old_plan = _read_json(cluster_dir / "plan.json")
+    remove_stale_temps(prepared.bundle_path)  # a killed earlier run's half-written bundle copy
+    if prepared.added or prepared.convert:
+        prepared.bundle_path = secrets_mod.save(prepared.bundle, prepared.bundle_path, prepared.age)
+    write_tree(cluster_dir, rendered.files, rendered.meta)
+    after = read_manifest(cluster_dir) or {"files": {}}
+    prepared.report = daytwo.diff(before, after, prepared.plan, prepared.bundle, str(cluster_dir), prepared.added, old_plan)
+    prepared.notes = prepared.report.actions if before is not None else []
     return cluster_dir
 
 
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def locked(spec_path: Path, secrets_path: Path | None = None):
-    """One run at a time per cluster: held from loading the bundle to the last write."""
+    """One run at a time per cluster: held from loading the bundle to the last write.
+    Named after the plain bundle, so the plain and the encrypted bundle share one lock."""
     bundle_path = secrets_path or secrets_mod.bundle_path_for(spec_path)
-    return lock(bundle_path.with_name(bundle_path.name + ".lock"))
+    name = bundle_path.name.removesuffix(secrets_mod.AGE_SUFFIX)
+    return lock(bundle_path.with_name(name + ".lock"))

@@ -1,15 +1,18 @@
 """The secrets bundle: the one file that cannot be regenerated.
 
-Kept beside the spec (``cluster.yaml`` -> ``cluster.secrets.yaml``), never under out/.
-``load`` refuses a bundle that is corrupt, for another cluster, or whose keys do not match
-their public halves. ``populate`` adds what is missing (a new member's key, the PKI on the
-first run) and never replaces anything that exists. ``save`` writes atomically, mode 0600.
-Members that leave the spec are moved to ``retired``, never deleted.
+Kept beside the spec (``cluster.yaml`` -> ``cluster.secrets.yaml``, or ``.secrets.yaml.age``
+when encrypted with age), never under out/. ``load`` refuses a bundle that is corrupt,
+truncated, for another cluster, or whose keys do not match their public halves.
+``populate`` adds what is missing (a new member's key, the PKI on the first run, spare slots,
+join credentials) and never replaces anything that exists. ``save`` writes atomically, mode
+0600. Members that leave the spec, and keys that are replaced (``rekey``), are moved to
+``retired``, never deleted.
 """
 from __future__ import annotations
 
 import copy
 import datetime as dt
+import os
 import re
 import secrets as _random
 from dataclasses import dataclass, field
@@ -19,18 +22,26 @@ import yaml
 
 from . import pki
 from .errors import Problem, UserError
-from .output import atomic_write
+from .output import atomic_write, remove_stale_temps
 from .plan import Plan
 
 KIND = "wgkube-secrets"
 VERSION = 1
 TOKEN_RE = re.compile(r"^[a-z0-9]{6}\.[a-z0-9]{16}$")
+SLOT_RE = re.compile(r"^spare\.(\d+)$")
 _ALNUM = "abcdefghijklmnopqrstuvwxyz0123456789"
 CAS = {"ca": "kubernetes", "front_proxy_ca": "front-proxy-ca", "etcd_ca": "etcd-ca"}
 HEADER = "# wgkube secrets bundle. Private: keep it 0600, back it up, never paste it anywhere.\n"
+AGE_SUFFIX = ".age"
+# kubeadm init binds this group to node-bootstrapper, CSR auto-approval and the kubeadm-config /
+# kubelet-config reads that `kubeadm join` needs: what a bootstrap token authenticates as.
+JOIN_GROUP = "system:bootstrappers:kubeadm:default-node-token"
+ENV_IDENTITY = "WGKUBE_AGE_IDENTITY"
+ENV_RECIPIENTS = "WGKUBE_AGE_RECIPIENTS"
 
 
 def bundle_path_for(spec_path: Path) -> Path:
+    """The plain bundle path beside the spec (the lock file is named after it)."""
     return spec_path.with_name(spec_path.name.removesuffix(".yaml").removesuffix(".yml") + ".secrets.yaml")
 
 
@@ -39,21 +50,40 @@ def new_token() -> str:
     return f"{pick(6)}.{pick(16)}"
 
 
+def _stamp(now: dt.datetime) -> str:
+    return now.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 @dataclass
 class Bundle:
     cluster: str
     token: str = ""
-    members: dict[str, dict] = field(default_factory=dict)   # name -> {private_key, public_key, vpn_ip}
+    members: dict[str, dict] = field(default_factory=dict)   # name -> {private_key, public_key, vpn_ip[, slot]}
     retired: dict[str, dict] = field(default_factory=dict)
     pki: dict[str, dict] = field(default_factory=dict)       # ca, front_proxy_ca, etcd_ca: {cert,key}; sa: {key,pub}
     admins: dict[str, dict] = field(default_factory=dict)    # name -> {cert, key}
+    spares: dict[str, dict] = field(default_factory=dict)    # spare.N -> {private_key, public_key, vpn_ip}
+    spare_state: dict[str, int] = field(default_factory=lambda: {"target": 0, "next": 1})
+    joins: dict[str, dict] = field(default_factory=dict)     # worker -> {cert, key}: its join credential
+    age_recipients: list[str] = field(default_factory=list)  # who an encrypted bundle is encrypted to
 
     # -- what the plan and renderers need
     def addresses(self) -> dict[str, str]:
         return {n: m["vpn_ip"] for n, m in self.members.items() if m.get("vpn_ip")}
 
+    def _entry(self, name: str) -> dict:
+        if name in self.members:
+            return self.members[name]
+        if name in self.spares:
+            return self.spares[name]
+        # The hub may still know a member by the slot it took (its file did not change).
+        for entry in self.members.values():
+            if entry.get("slot") == name:
+                return entry
+        raise KeyError(name)
+
     def public_key(self, name: str) -> str:
-        return self.members[name]["public_key"]
+        return self._entry(name)["public_key"]
 
     def private_key(self, name: str) -> str:
         return self.members[name]["private_key"]
@@ -64,7 +94,12 @@ class Bundle:
 
     def to_yaml(self) -> str:
         data = {"kind": KIND, "version": VERSION, "cluster": self.cluster, "token": self.token,
-                "members": self.members, "retired": self.retired, "pki": self.pki, "admins": self.admins}
+                "members": self.members, "retired": self.retired, "pki": self.pki, "admins": self.admins,
+                "spares": {"target": self.spare_state["target"], "next": self.spare_state["next"], "free": self.spares},
+                "joins": self.joins}
+        if self.age_recipients:
+            data["age_recipients"] = list(self.age_recipients)
+        # sort_keys puts `version` last: a truncated file loses it and is refused.
         return HEADER + yaml.safe_dump(data, sort_keys=True, width=1000)
 
 
@@ -72,14 +107,117 @@ def _bad(path: Path, what: str, hint: str = "restore the bundle from your backup
     return UserError(Problem("", f"secrets bundle refused: {what}", hint), str(path))
 
 
-def load(path: Path, cluster: str) -> Bundle | None:
-    """The bundle at path, checked; None when there is none yet."""
+# --------------------------------------------------------------------------- where, and age
+
+
+@dataclass(frozen=True)
+class Age:
+    """age options: recipients to encrypt to on save, identity files to decrypt with on load.
+    Empty fields fall back to $WGKUBE_AGE_RECIPIENTS (space/comma separated) and $WGKUBE_AGE_IDENTITY."""
+    recipients: tuple[str, ...] = ()
+    identities: tuple[Path, ...] = ()
+
+    @classmethod
+    def from_env(cls, recipients: list[str] | None = None, identities: list[Path] | None = None) -> "Age":
+        rec = list(recipients or []) or re.split(r"[\s,]+", os.environ.get(ENV_RECIPIENTS, "").strip())
+        ids = list(identities or []) or ([Path(os.environ[ENV_IDENTITY])] if os.environ.get(ENV_IDENTITY) else [])
+        return cls(tuple(r for r in rec if r), tuple(ids))
+
+
+def locate(spec_path: Path, explicit: Path | None = None, age: Age | None = None) -> Path:
+    """The bundle for a spec: --secrets when given; else the encrypted one if it exists, else
+    the plain one (a new bundle is encrypted from the start when recipients are given)."""
+    if explicit is not None:
+        return explicit
+    plain = bundle_path_for(spec_path)
+    enc = plain.with_name(plain.name + AGE_SUFFIX)
+    if plain.exists() and enc.exists():
+        raise _bad(plain, f"both {plain.name} and {enc.name} exist, so it is unclear which one is current",
+                   f"keep the one you use (check that {enc.name} decrypts), move the other away, run again")
+    if enc.exists():
+        return enc
+    if plain.exists() or not (age and age.recipients):
+        return plain
+    return enc
+
+
+def _pyrage():
     try:
-        text = path.read_text(encoding="utf-8")
+        import pyrage
+    except ImportError:
+        raise UserError(Problem("", "age encryption needs the pyrage package", "pip install pyrage (or wgkube[age])")) from None
+    return pyrage
+
+
+def _recipient(text: str):
+    pyrage = _pyrage()
+    try:
+        if text.startswith("age1"):
+            return pyrage.x25519.Recipient.from_str(text)
+        if text.startswith(("ssh-ed25519 ", "ssh-rsa ")):
+            return pyrage.ssh.Recipient.from_str(text)
+    except pyrage.RecipientError as exc:
+        raise UserError(Problem("--age-recipient", f"not a valid age recipient {text[:24]!r}: {exc}", "an age1... public key (age-keygen -y) or an ssh-ed25519/ssh-rsa public key")) from None
+    raise UserError(Problem("--age-recipient", f"not an age recipient: {text[:24]!r}", "an age1... public key (age-keygen -y) or an ssh-ed25519/ssh-rsa public key"))
+
+
+def _identities(files: tuple[Path, ...]) -> list:
+    pyrage = _pyrage()
+    out = []
+    for path in files:
+        try:
+            raw = path.read_bytes()
+        except OSError as exc:
+            raise UserError(Problem("--age-identity", f"cannot read {path}: {exc.strerror}", "give the file age-keygen wrote, or an OpenSSH private key")) from None
+        try:
+            if b"PRIVATE KEY-----" in raw:
+                out.append(pyrage.ssh.Identity.from_buffer(raw))
+                continue
+            for line in raw.decode().splitlines():
+                if line.strip().startswith("AGE-SECRET-KEY-"):
+                    out.append(pyrage.x25519.Identity.from_str(line.strip()))
+        except (pyrage.IdentityError, UnicodeDecodeError, ValueError) as exc:
+            raise UserError(Problem("--age-identity", f"{path} holds no usable age identity ({exc})", "give the file age-keygen wrote, or an unencrypted OpenSSH private key")) from None
+    if not out:
+        raise UserError(Problem("--age-identity", "no AGE-SECRET-KEY-1... line in " + ", ".join(map(str, files)), "give the file age-keygen wrote"))
+    return out
+
+
+def is_encrypted(path: Path) -> bool:
+    return path.name.endswith(AGE_SUFFIX)
+
+
+def _read_text(path: Path, age: Age | None) -> str | None:
+    try:
+        raw = path.read_bytes()
     except FileNotFoundError:
         return None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise _bad(path, f"cannot read it ({exc})") from None
+    except OSError as exc:
+        raise _bad(path, f"cannot read it ({exc.strerror})") from None
+    if is_encrypted(path) or raw.startswith((b"age-encryption.org/", b"-----BEGIN AGE ENCRYPTED FILE-----")):
+        if not (age and age.identities):
+            raise _bad(path, "it is encrypted with age and no identity was given",
+                       f"pass --age-identity FILE (the key age-keygen wrote) or set {ENV_IDENTITY}")
+        pyrage = _pyrage()
+        try:
+            raw = pyrage.decrypt(raw, _identities(age.identities))
+        except pyrage.DecryptError as exc:
+            raise _bad(path, f"it cannot be decrypted with the given identity ({exc})",
+                       "use an identity whose public key is one of the bundle's recipients; a truncated .age file also fails here") from None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise _bad(path, "it is not text (corrupt, or an encrypted file under a plain name)") from None
+
+
+# --------------------------------------------------------------------------- load + verify
+
+
+def load(path: Path, cluster: str, age: Age | None = None) -> Bundle | None:
+    """The bundle at path, checked; None when there is none yet."""
+    text = _read_text(path, age)
+    if text is None:
+        return None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError:
@@ -87,19 +225,48 @@ def load(path: Path, cluster: str) -> Bundle | None:
     if not isinstance(data, dict) or data.get("kind") != KIND:
         raise _bad(path, f"it is not a wgkube secrets bundle (kind: {KIND} missing) or it is truncated")
     if data.get("version") != VERSION:
-        raise _bad(path, f"unknown bundle version {data.get('version')!r}", "upgrade wgkube")
+        raise _bad(path, f"unknown bundle version {data.get('version')!r} (or the file is truncated: `version` is its last line)",
+                   "restore it from your backup, or upgrade wgkube if a newer one wrote it")
     if data.get("cluster") != cluster:
         raise _bad(path, f"it belongs to cluster {data.get('cluster')!r}, the spec is for {cluster!r}",
                    "pass the right bundle with --secrets, or fix `name:` in the spec")
     try:
+        spares = data.get("spares") or {}
         b = Bundle(cluster=cluster, token=data["token"], members=dict(data["members"] or {}),
-                   retired=dict(data.get("retired") or {}), pki=dict(data["pki"] or {}), admins=dict(data.get("admins") or {}))
-    except (KeyError, TypeError):
-        raise _bad(path, "a section is missing (token, members or pki): truncated?") from None
+                   retired=dict(data.get("retired") or {}), pki=dict(data["pki"] or {}), admins=dict(data.get("admins") or {}),
+                   spares=dict(spares.get("free") or {}),
+                   spare_state={"target": int(spares.get("target", 0)), "next": int(spares.get("next", 1))},
+                   joins=dict(data.get("joins") or {}), age_recipients=list(data.get("age_recipients") or []))
+    except (KeyError, TypeError, ValueError, AttributeError):
+        raise _bad(path, "a section is missing or malformed (token, members, pki, spares): truncated?") from None
     problems = verify(b)
     if problems:
-        raise _bad(path, "; ".join(problems))
+        raise _bad(path, "; ".join(problems[:6]) + (f" (and {len(problems) - 6} more)" if len(problems) > 6 else ""))
     return b
+
+
+def _check_wg(label: str, entry: object) -> str | None:
+    if not isinstance(entry, dict):
+        return f"{label}: not a mapping"
+    try:
+        if pki.wg_public_from_private(entry["private_key"]) != entry["public_key"]:
+            return f"{label}: the WireGuard private key does not match its public key"
+    except (KeyError, ValueError, TypeError):
+        return f"{label}: the WireGuard key is missing or not 32 bytes of base64"
+    return None
+
+
+def _signed_by(cert_pem: str, ca_pem: str) -> bool:
+    from cryptography import x509
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives.asymmetric import ec
+    try:
+        cert = x509.load_pem_x509_certificate(cert_pem.encode())
+        ca = x509.load_pem_x509_certificate(ca_pem.encode())
+        ca.public_key().verify(cert.signature, cert.tbs_certificate_bytes, ec.ECDSA(cert.signature_hash_algorithm))
+    except (InvalidSignature, ValueError, TypeError, AttributeError):
+        return False
+    return True
 
 
 def verify(b: Bundle) -> list[str]:
@@ -107,24 +274,59 @@ def verify(b: Bundle) -> list[str]:
     out = []
     if not TOKEN_RE.fullmatch(str(b.token)):
         out.append("the bootstrap token is not of the form [a-z0-9]{6}.[a-z0-9]{16}")
-    for group in ("members", "retired"):
-        for name, m in getattr(b, group).items():
-            try:
-                if pki.wg_public_from_private(m["private_key"]) != m["public_key"]:
-                    out.append(f"{group}.{name}: the WireGuard private key does not match its public key")
-            except (KeyError, ValueError, TypeError):
-                out.append(f"{group}.{name}: the WireGuard key is missing or not 32 bytes of base64")
+    for name, m in b.members.items():
+        if (why := _check_wg(f"members.{name}", m)) is not None:
+            out.append(why)
+    for name, m in b.spares.items():
+        if not SLOT_RE.fullmatch(str(name)):
+            out.append(f"spares.free.{name}: a slot is named spare.N")
+        if (why := _check_wg(f"spares.free.{name}", m)) is not None:
+            out.append(why)
+    for name, m in b.retired.items():
+        # A retired entry may hold only a join credential (rekey --join).
+        if isinstance(m, dict) and "private_key" in m and (why := _check_wg(f"retired.{name}", m)) is not None:
+            out.append(why)
     for name in CAS:
         if name not in b.pki:
             out.append(f"pki.{name} is missing")
         elif (why := pki.check_pair(b.pki[name])) is not None:
             out.append(f"pki.{name}: {why}")
-    if "sa" not in b.pki or not {"key", "pub"} <= set(b.pki["sa"]):
+    if "sa" not in b.pki or not isinstance(b.pki["sa"], dict) or not {"key", "pub"} <= set(b.pki["sa"]):
         out.append("pki.sa (service-account key pair) is missing")
-    for name, pair in b.admins.items():
-        if (why := pki.check_pair(pair)) is not None:
-            out.append(f"admins.{name}: {why}")
+    for group in ("admins", "joins"):
+        for name, pair in getattr(b, group).items():
+            if (why := pki.check_pair(pair)) is not None:
+                out.append(f"{group}.{name}: {why}")
+            elif "ca" in b.pki and not _signed_by(pair["cert"], b.pki["ca"]["cert"]):
+                out.append(f"{group}.{name}: the certificate is not signed by this bundle's CA")
+    ips: dict[str, str] = {}
+    for name, m in list(b.members.items()) + list(b.spares.items()):
+        ip = m.get("vpn_ip") if isinstance(m, dict) else None
+        if ip in ips:
+            out.append(f"{name} and {ips[ip]} share the VPN address {ip}")
+        elif ip:
+            ips[ip] = name
     return out
+
+
+# --------------------------------------------------------------------------- changes
+
+
+def _retire(b: Bundle, name: str, entry: dict, reason: str, now: dt.datetime) -> str:
+    """Keep a replaced secret under a free name (name, name@2, ...): never silently deleted."""
+    key, n = name, 1
+    while key in b.retired:
+        n += 1
+        key = f"{name}@{n}"
+    b.retired[key] = dict(entry) | {"retired": _stamp(now), "reason": reason}
+    return key
+
+
+def new_join_credential(b: Bundle, node: str, days: int, now: dt.datetime) -> dict[str, str]:
+    """A client certificate in the bootstrap group, valid only for the join window.
+    Signed here, once, so renders stay byte-identical (docs/join-window.md)."""
+    return pki.new_client_cert(b.pki["ca"], f"wgkube-join:{node}", [JOIN_GROUP], now, days=days,
+                               not_before=now - dt.timedelta(minutes=5))
 
 
 def populate(existing: Bundle | None, plan: Plan, now: dt.datetime | None = None) -> tuple[Bundle, list[str]]:
@@ -143,27 +345,111 @@ def populate(existing: Bundle | None, plan: Plan, now: dt.datetime | None = None
         b.pki["sa"] = pki.new_sa_keypair()
         added.append("pki.sa")
     wanted = {m.name for m in plan.members}
+    # Members that left: keys, admin certificate and join credential go to `retired` together.
+    for name in sorted(set(b.members) - wanted):
+        entry = b.members.pop(name)
+        entry.pop("slot", None)
+        if name in b.admins:
+            entry["admin_cert"] = b.admins.pop(name)
+        if name in b.joins:
+            entry["join"] = b.joins.pop(name)
+        was_node = "admin_cert" not in entry
+        _retire(b, name, entry, "removed from the spec", now)
+        # The Kubernetes side is not ours to change: say what to run.
+        added.append(f"retired {name}" + (f" (then run: kubectl delete node {name})" if was_node else ""))
+    for name in sorted(set(b.admins) - wanted):  # an admin certificate whose member is long gone
+        _retire(b, name, {"admin_cert": b.admins.pop(name)}, "removed from the spec", now)
+    takes = dict(plan.slot_takes)
+    labels = dict(plan.slot_labels)
     for m in plan.members:
         entry = b.members.get(m.name)
-        if entry is None and m.name in b.retired:
-            # A name that comes back gets a fresh key: the old one may have leaked with the box.
-            b.retired[f"{m.name}@{len(b.retired)}"] = b.retired.pop(m.name)
-        if entry is None:
+        if entry is None and m.name in takes:
+            slot = takes[m.name]
+            entry = b.members[m.name] = b.spares.pop(slot)
+            entry["vpn_ip"] = m.vpn_ip
+            added.append(f"{m.name} takes spare slot {slot} ({m.vpn_ip})")
+        elif entry is None:
             priv, pub = pki.wg_keypair()
-            b.members[m.name] = {"private_key": priv, "public_key": pub, "vpn_ip": m.vpn_ip}
+            entry = b.members[m.name] = {"private_key": priv, "public_key": pub, "vpn_ip": m.vpn_ip}
             added.append(f"WireGuard key for {m.name}")
         elif entry.get("vpn_ip") != m.vpn_ip:
             entry["vpn_ip"] = m.vpn_ip
             added.append(f"VPN address {m.vpn_ip} for {m.name}")
-    for name in sorted(set(b.members) - wanted):
-        b.retired[name] = b.members.pop(name) | {"retired": now.strftime("%Y-%m-%dT%H:%M:%SZ")}
-        added.append(f"retired {name}")
+        # The slot name the hub knows this member by; dropped once the hub is updated anyway.
+        if labels.get(m.name) != entry.get("slot"):
+            if m.name in labels:
+                entry["slot"] = labels[m.name]
+            else:
+                entry.pop("slot", None)
+                if m.name not in takes:
+                    added.append(f"the hub now lists {m.name} by name")
+    # Spare slots: keep the planned ones, make the new ones, retire the dropped ones.
+    planned = {s.name: s.vpn_ip for s in plan.spares}
+    for slot in sorted(set(b.spares) - set(planned)):
+        _retire(b, slot, b.spares.pop(slot), "spare slot dropped", now)
+        added.append(f"dropped spare slot {slot}")
+    for slot, ip in planned.items():
+        if slot not in b.spares:
+            priv, pub = pki.wg_keypair()
+            b.spares[slot] = {"private_key": priv, "public_key": pub, "vpn_ip": ip}
+            added.append(f"spare slot {slot} ({ip})")
+        b.spare_state["next"] = max(b.spare_state["next"], int(SLOT_RE.fullmatch(slot).group(1)) + 1)
+    if b.spare_state["target"] != plan.spares_target:
+        b.spare_state["target"] = plan.spares_target
+        if not added:
+            added.append(f"spare slot target {plan.spares_target}")
     for m in plan.admins:
         if m.name not in b.admins:
             b.admins[m.name] = pki.new_client_cert(b.pki["ca"], f"wgkube-admin:{m.name}", ["kubeadm:cluster-admins"], now)
             added.append(f"admin certificate for {m.name}")
+    if plan.join_window_days:
+        for m in plan.nodes:
+            if m.role != "control-plane" and m.name not in b.joins:
+                b.joins[m.name] = new_join_credential(b, m.name, plan.join_window_days, now)
+                added.append(f"join credential for {m.name} (valid {plan.join_window_days} days)")
     return b, added
 
 
-def save(b: Bundle, path: Path) -> None:
-    atomic_write(path, b.to_yaml().encode(), mode=0o600)
+def rekey(existing: Bundle, name: str, now: dt.datetime, join_days: int | None = None) -> tuple[Bundle, list[str]]:
+    """A new WireGuard key for one member (join_days None), or a new join credential valid
+    join_days from now. The old secret is retired, never dropped."""
+    b = copy.deepcopy(existing)
+    if name not in b.members:
+        known = ", ".join(sorted(b.members)) or "none"
+        raise UserError(Problem("", f"{name!r} is not a member in the secrets bundle (members: {known})",
+                                "rekey a member that has been rendered; a new member just needs `wgkube render`"))
+    if join_days is not None:
+        if name in b.joins:
+            _retire(b, name, {"join": b.joins[name]}, "join credential reissued", now)
+        b.joins[name] = new_join_credential(b, name, join_days, now)
+        return b, [f"new join credential for {name} (valid {join_days} days)"]
+    entry = b.members[name]
+    _retire(b, name, {k: v for k, v in entry.items() if k != "slot"}, "rekeyed", now)
+    priv, pub = pki.wg_keypair()
+    b.members[name] = {"private_key": priv, "public_key": pub, "vpn_ip": entry["vpn_ip"]}
+    return b, [f"new WireGuard key for {name} (the old one is retired)"]
+
+
+def save(b: Bundle, path: Path, age: Age | None = None) -> Path:
+    """Write the bundle atomically (0600). Encrypted when path ends in .age or recipients are
+    given; a plain bundle that gets recipients becomes <path>.age and the plain file goes.
+    Returns the path written. Call under the lock."""
+    recipients = list(age.recipients) if age and age.recipients else list(b.age_recipients)
+    target = path
+    if age and age.recipients and not is_encrypted(path):
+        target = path.with_name(path.name + AGE_SUFFIX)
+    if is_encrypted(target):
+        if not recipients:
+            raise UserError(Problem("--age-recipient", f"{target.name} is encrypted but no recipient is known",
+                                    f"pass --age-recipient age1... or set {ENV_RECIPIENTS}"), str(target))
+        b.age_recipients = recipients
+        data = _pyrage().encrypt(b.to_yaml().encode(), [_recipient(r) for r in recipients], armored=True)
+    else:
+        b.age_recipients = []
+        data = b.to_yaml().encode()
+    remove_stale_temps(target)
+    atomic_write(target, data, mode=0o600)
+    if target != path and path.exists():
+        # The encrypted copy is durable (fsync'd) before the plain one goes.
+        os.unlink(path)
+    return target

@@ -192,11 +192,12 @@ def _ipv4_network(v: str) -> str:
 # --------------------------------------------------------------------------- YAML + lines
 
 
-class _LineLoader(yaml.SafeLoader):
-    """SafeLoader that remembers the line of every mapping key and sequence item."""
+# libyaml's parser when present (parsing only: it cannot change any output). Its marks carry
+# the lines we report.
+_LineLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
-def _compose_lines(text: str) -> dict[tuple, int]:
+def _compose_lines(root: yaml.Node | None) -> dict[tuple, int]:
     lines: dict[tuple, int] = {}
 
     def walk(node: yaml.Node, path: tuple) -> None:
@@ -211,7 +212,6 @@ def _compose_lines(text: str) -> dict[tuple, int]:
                 lines[path + (i,)] = item.start_mark.line + 1
                 walk(item, path + (i,))
 
-    root = yaml.compose(text, Loader=_LineLoader)
     if root is not None:
         walk(root, ())
     return lines
@@ -273,8 +273,9 @@ def _describe(loc: tuple) -> str:
 def parse_spec(text: str, source: str = "cluster.yaml") -> SpecDocument:
     """Text -> validated spec. Raises UserError listing every problem found."""
     try:
-        data = yaml.load(text, Loader=_LineLoader)  # noqa: S506 - SafeLoader subclass
-        lines = _compose_lines(text)
+        root = yaml.compose(text, Loader=_LineLoader)
+        lines = _compose_lines(root)
+        data = _LineLoader(text).construct_document(root) if root is not None else None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None

@@ -1,0 +1,58 @@
+"""`wgkube rekey NODE SPEC`: a new WireGuard key for one member (the old one is retired), a
+re-render, and the order to roll it out in. `--join` instead issues a new join credential
+(a worker whose join window ran out before it first booted)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+
+from .. import daytwo
+from .. import render as pipeline
+from ..output import read_manifest
+from ..secrets import Age
+from .plan import check_provider, options_from
+
+out = Console(highlight=False)
+
+
+def register(app: typer.Typer, user_errors) -> None:
+    @app.command("rekey")
+    @user_errors
+    def rekey_cmd(node: str = typer.Argument(..., help="the member (node or admin) that gets a new key"),
+                  spec: Path = typer.Argument(..., help="cluster spec (YAML)"),
+                  output: Path = typer.Option(Path("out"), "-o", "--output", help="output folder; the cluster goes in <output>/<name>/"),
+                  secrets: Optional[Path] = typer.Option(None, "--secrets", help="secrets bundle (default: beside the spec)"),
+                  join: bool = typer.Option(False, "--join", help="issue a new join credential (fresh join window) instead of a WireGuard key"),
+                  provider: Optional[str] = typer.Option(None, "--provider", help="as for render (default: what the last render used)"),
+                  iso: Optional[bool] = typer.Option(None, "--iso/--no-iso", help="as for render (default: what the last render used)"),
+                  packer: Optional[bool] = typer.Option(None, "--packer/--no-packer", help="as for render (default: what the last render used)"),
+                  age_identity: List[Path] = typer.Option([], "--age-identity", help="age identity file (encrypted bundle), or $WGKUBE_AGE_IDENTITY"),
+                  age_recipient: List[str] = typer.Option([], "--age-recipient", help="encrypt the bundle to this age recipient, or $WGKUBE_AGE_RECIPIENTS")) -> None:
+        """Give one member a new WireGuard key (or, with --join, a new join credential), re-render, print the rollout order."""
+        check_provider(provider)
+        age = Age.from_env(age_recipient, age_identity)
+        with pipeline.locked(spec, secrets):
+            prepared = pipeline.prepare(spec, secrets, age=age, rekey=node, rekey_join=join)
+            cluster_dir = output / prepared.plan.cluster
+            provider, iso, packer = options_from(read_manifest(cluster_dir), provider, iso, packer)
+            rendered = pipeline.render_all(prepared.plan, prepared.bundle, provider=provider, iso=iso, packer=packer)
+            cluster_dir = pipeline.write(prepared, rendered, output)
+        out.print(f"secrets: {prepared.bundle_path} (0600): {'; '.join(prepared.added)}")
+        out.print(f"rendered {cluster_dir}")
+        report = prepared.report
+        if report is not None:
+            changed = [f"{mc.name} ({mc.status})" for mc in report.members if mc.status != "unchanged"]
+            out.print("members whose files changed: " + (", ".join(changed) or "none"))
+        if join:
+            _, end = daytwo.join_window(prepared.bundle.joins[node]["cert"])
+            out.print(f"{node}: new join credential, valid until {end:%Y-%m-%d %H:%M} UTC. Only {node}'s files changed "
+                      f"(the hub needs nothing): boot {node} with {cluster_dir}/nodes/{node}/ (user-data or seed.iso).")
+            out.print(f"The old credential stays valid until it expires (certificates cannot be revoked); it only works inside the VPN.")
+            return
+        out.print(f"rollout for {node}, in this order:")
+        for line in daytwo.rollout(prepared.plan, node, str(cluster_dir)):
+            out.print(f"  {line}", soft_wrap=True)
+        out.print(f"If {node} has not booted yet, there is nothing to roll out: boot it with its new files.", soft_wrap=True)

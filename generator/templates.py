@@ -11,7 +11,9 @@ _HERE = Path(__file__).resolve().parent
 
 def _search_path() -> list[str]:
     # From a checkout the templates sit at the repo root; installed, under generator/_cloudinit.
-    candidates = [_HERE.parent / "cloudinit", _HERE.parent / "packer", _HERE / "_cloudinit", _HERE / "_packer"]
+    # (a site-packages/cloudinit is cloud-init's own package, hence the pyproject.toml check).
+    repo = _HERE.parent if (_HERE.parent / "pyproject.toml").is_file() else None
+    candidates = ([repo / "cloudinit", repo / "packer"] if repo else []) + [_HERE / "_cloudinit", _HERE / "_packer"]
     return [str(p) for p in candidates if p.is_dir()]
 
 

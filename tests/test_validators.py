@@ -112,3 +112,17 @@ def test_wireguard_configs_load_with_wg_setconf(example_out, tmp_path, netns):
         expected = 3 if who == "hub" else 1
         assert len(peers) == expected, (who, proc.stdout)
     shutil.rmtree(rundir, ignore_errors=True)
+
+
+def test_first_boot_script_for_dnf_nodes_is_shellcheck_clean(tmp_path):
+    """RHEL-likes take the dnf branch of the template (cri-o, firewalld disabled)."""
+    from conftest import EXAMPLE, render_spec
+    shellcheck = need("shellcheck")
+    text = EXAMPLE.read_text().replace("os: debian-12", "os: rocky-9")
+    out = render_spec(text, tmp_path, "--no-iso", "--no-packer")
+    content, _ = files_of(out, "worker-1")["/usr/local/sbin/wgkube-firstboot"]
+    assert b"dnf install" in content and b"apt-get" not in content and b"crio.sock" in content
+    script = tmp_path / "fb.sh"
+    script.write_bytes(content)
+    proc = subprocess.run([shellcheck, "-S", "style", str(script)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout

@@ -214,7 +214,8 @@ def decode_user_data(data: bytes) -> str:
 
 def extract_files(data: bytes) -> dict[str, tuple[bytes, int]]:
     """write_files of a user-data as {path: (content, mode)}, decoding gz+b64 entries."""
-    doc = yaml.safe_load(decode_user_data(data))
+    # libyaml's parser when present: reading only, several times faster on a 1,000-node hub.
+    doc = yaml.load(decode_user_data(data), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     out = {}
     for entry in doc.get("write_files", []):
         content = entry.get("content", "")

@@ -5,10 +5,9 @@ pin all of them to one fixed instant, so the same files always give the same byt
 """
 from __future__ import annotations
 
-import datetime as dt
+import contextlib
 import io
 import time
-from unittest import mock
 
 import pycdlib
 
@@ -22,10 +21,7 @@ def seed_iso(user_data: bytes, meta_data: bytes, network_config: bytes | None = 
     if network_config is not None:
         entries.append(("network-config", network_config))
     iso = pycdlib.PyCdlib()
-    # pycdlib reads the clock through time.time()/localtime() for every record it creates.
-    fixed = time.gmtime(EPOCH)
-    with mock.patch("time.time", return_value=EPOCH), mock.patch("time.localtime", return_value=fixed), \
-            mock.patch("time.gmtime", return_value=fixed):
+    with _frozen_clock():
         iso.new(interchange_level=3, vol_ident=LABEL, joliet=3, rock_ridge="1.09",
                 sys_ident="LINUX", app_ident_str="WGKUBE")
         for i, (name, data) in enumerate(entries):
@@ -34,3 +30,17 @@ def seed_iso(user_data: bytes, meta_data: bytes, network_config: bytes | None = 
         iso.write_fp(out)
     iso.close()
     return out.getvalue()
+
+
+@contextlib.contextmanager
+def _frozen_clock():
+    """pycdlib reads time.time()/localtime() (the local zone!) for every record it creates.
+    Plain function swaps, restored afterwards: mock.patch cost more than the ISO itself."""
+    fixed = time.gmtime(EPOCH)
+    saved = time.time, time.localtime, time.gmtime
+    time.time = lambda: EPOCH  # type: ignore[assignment]
+    time.localtime = time.gmtime = lambda *_: fixed  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        time.time, time.localtime, time.gmtime = saved

@@ -126,3 +126,16 @@ def test_first_boot_script_for_dnf_nodes_is_shellcheck_clean(tmp_path):
     script.write_bytes(content)
     proc = subprocess.run([shellcheck, "-S", "style", str(script)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout
+
+
+def test_ruleset_with_exposed_ports_passes_nft_check(tmp_path):
+    from conftest import EXAMPLE, render_spec
+    need("nft")
+    need_root("nft -c needs CAP_NET_ADMIN")
+    text = EXAMPLE.read_text().replace("    provider: hetzner ", "    expose: ['443/tcp', '30000-30010/tcp', '5353/udp']\n    provider: hetzner ")
+    out = render_spec(text, tmp_path, "--no-iso", "--no-packer")
+    rules = tmp_path / "fw.nft"
+    rules.write_bytes(files_of(out, "hub")["/etc/wgkube/firewall.nft"][0])
+    assert "ct original proto-dst 30000-30010" in rules.read_text()
+    proc = subprocess.run(["nft", "-c", "-f", str(rules)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr

@@ -21,7 +21,7 @@ set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 cache_root=${WGKUBE_VM_CACHE:-/var/cache/wgkube-vm}
 suite=bookworm
-image_size=${WGKUBE_VM_IMAGE_SIZE:-3G}
+image_size=3G
 
 # Debian's genericcloud images of bookworm use netplan.io + systemd-networkd
 # (+ systemd-resolved) rather than ifupdown; cloud-init then renders the
@@ -32,18 +32,18 @@ packages=(
     cloud-init python3 python3-cffi-backend python3-yaml
     netplan.io iproute2 iputils-ping ethtool
     wireguard-tools nftables
-    curl ca-certificates openssl procps
+    curl ca-certificates openssl procps locales
     openssh-server sudo qemu-guest-agent
 )
 
-log() { printf 'build_image: %s\n' "$*" >&2; }
+log() { printf 'build_image: [%3ds] %s\n' "$SECONDS" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
 recipe_hash() {
     (
         cd "$here"
         sha256sum build_image.sh
-        find standins guest -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum
+        find standins guest -type f ! -path '*/__pycache__/*' -print0 | LC_ALL=C sort -z | xargs -0 sha256sum
     ) | sha256sum | cut -d' ' -f1
 }
 
@@ -176,11 +176,44 @@ done
 # Timers that only cost CPU time in a short-lived TCG guest.
 rm -f "$rootfs"/etc/systemd/system/timers.target.wants/{apt-daily,apt-daily-upgrade,dpkg-db-backup,e2scrub_all,fstrim,man-db}.timer
 
+# cloud-init's default locale (en_US.UTF-8) ready, as in Debian's cloud images:
+# cc_locale then has nothing to generate.
+sed -i 's/^# *\(en_US.UTF-8 UTF-8\)/\1/' "$rootfs/etc/locale.gen"
+chroot "$rootfs" locale-gen >/dev/null
+printf 'LANG=en_US.UTF-8\n' >"$rootfs/etc/default/locale"
+
+# Small initrd (TCG boots pay for every module udev loads): direct kernel
+# boot on virtio needs just these to mount the root file system.
+printf 'MODULES=list\n' >"$rootfs/etc/initramfs-tools/conf.d/wgkube-test.conf"
+printf '%s\n' virtio_pci virtio_blk virtio_net ext4 crc32c_generic >>"$rootfs/etc/initramfs-tools/modules"
+mount -t proc proc "$rootfs/proc"
+mount -t sysfs sysfs "$rootfs/sys"
+chroot "$rootfs" update-initramfs -u -k all >"$work/initramfs.log" 2>&1 ||
+    { cat "$work/initramfs.log" >&2; die "update-initramfs failed"; }
+umount "$rootfs/sys" "$rootfs/proc"
+
+# Hardware this TCG guest has no use for: every module udev loads costs seconds.
+cat >"$rootfs/etc/modprobe.d/wgkube-test.conf" <<'EOF'
+# wgkube VM-test image: skip modules for emulated hardware nothing here uses.
+blacklist floppy
+blacklist pcspkr
+blacklist kvm
+blacklist kvm_amd
+blacklist kvm_intel
+blacklist cfg80211
+blacklist joydev
+blacklist serio_raw
+blacklist i2c_piix4
+blacklist powernow_k8
+blacklist acpi_cpufreq
+blacklist sg
+EOF
+
 # Direct kernel boot: no boot loader. Check the initrd can mount the root.
 kernel=$(find "$rootfs/boot" -maxdepth 1 -name 'vmlinuz-*' | sort | tail -n1)
 initrd=$(find "$rootfs/boot" -maxdepth 1 -name 'initrd.img-*' | sort | tail -n1)
 [[ -n $kernel && -n $initrd ]] || die "no kernel/initrd in $rootfs/boot"
-lsinitramfs "$initrd" >"$work/initrd.list"
+chroot "$rootfs" lsinitramfs "/boot/${initrd##*/}" >"$work/initrd.list"
 for mod in virtio_blk virtio_pci ext4; do
     grep -q "/$mod\.ko" "$work/initrd.list" || die "initrd $initrd lacks $mod"
 done
@@ -202,5 +235,10 @@ mkdir -p "$out"
 mv "$img" "$work/vmlinuz" "$work/initrd.img" "$work/packages.txt" "$work/debootstrap.log" "$out/"
 cp "$here/build_image.sh" "$out/recipe-build_image.sh"
 date -u +%FT%TZ >"$out/DONE"
+# Keep the cache small: drop images of older recipes (all but the two newest).
+find "$cache_root" -mindepth 2 -maxdepth 2 -name DONE -printf '%T@ %h\n' | sort -rn | tail -n +3 |
+    while read -r _ dir; do
+        [[ $dir == "$out" ]] || rm -rf --one-file-system "$dir"
+    done
 log "image ready in $(($(date +%s) - start)) s: $out"
 printf '%s\n' "$out"

@@ -102,10 +102,6 @@ def check_pair(pair: dict[str, str]) -> str | None:
     return None
 
 
-def cert_not_after(cert_pem: str) -> dt.datetime:
-    return x509.load_pem_x509_certificate(cert_pem.encode()).not_valid_after_utc
-
-
 # --------------------------------------------------------------------------- WireGuard keys
 
 

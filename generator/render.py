@@ -10,7 +10,9 @@ from typing import Callable
 from . import daytwo
 from . import secrets as secrets_mod
 from .artifacts import admin as admin_art
-from .artifacts import cloudinit, providers, wireguard
+from .artifacts import cloudinit, providers
+from .artifacts import iso as iso_art
+from .artifacts import packer as packer_art
 from .errors import Problem, UserError
 from .output import lock, read_manifest, remove_stale_temps, sha256, write_tree
 from .plan import Member, Plan, plan_summary
@@ -72,10 +74,11 @@ def prepare(spec_path: Path, secrets_path: Path | None = None, *, age: Age | Non
 
 
 def node_user_data(plan: Plan, bundle: Bundle, member: Member, provider: str | None) -> tuple[bytes, NodeReport]:
-    files = cloudinit.node_files(plan, bundle, member)
-    if plan.join_window_days and member.role != "control-plane":
-        # day two: the worker's own join credential (kubeadm-join.yaml.j2 points discovery.file here)
-        files.append(cloudinit.NodeFile(daytwo.JOIN_KUBECONFIG, daytwo.join_kubeconfig(plan, bundle, member), 0o600))
+    return fit_user_data(plan, member, cloudinit.node_files(plan, bundle, member), provider)
+
+
+def fit_user_data(plan: Plan, member: Member, files: list[cloudinit.NodeFile], provider: str | None) -> tuple[bytes, NodeReport]:
+    """The node's files as user-data in the encoding its provider takes, and the size report."""
     prov = providers.PROVIDERS[provider or member.provider or "none"]
     plain = cloudinit.user_data(plan, member, files, "plain")
     variants = {"plain": plain, "gzip": cloudinit.gzip_bytes(plain)}
@@ -101,22 +104,23 @@ def render_all(plan: Plan, bundle: Bundle, provider: str | None = None, iso: boo
     reports = []
     for member in plan.nodes:
         base = f"nodes/{member.name}"
-        ud, report = node_user_data(plan, bundle, member, provider)
+        node_files = cloudinit.node_files(plan, bundle, member)
+        ud, report = fit_user_data(plan, member, node_files, provider)
         files[f"{base}/user-data"] = (ud, 0o600)
         files[f"{base}/meta-data"] = (cloudinit.meta_data(plan, member), 0o644)
-        # day two: the node's WireGuard config on its own, to install on a running node (rekey)
-        files[f"wireguard/{member.name}/{plan.interface}.conf"] = (wireguard.wg_conf(plan, bundle, member).encode(), 0o600)
+        # day two: the node's WireGuard config on its own, to install on a running node (rekey);
+        # the same text as in its user-data, not rendered a second time.
+        wg_path = f"/etc/wireguard/{plan.interface}.conf"
+        files[f"wireguard/{member.name}/{plan.interface}.conf"] = (next(f.content for f in node_files if f.path == wg_path).encode(), 0o600)
         report.artifacts.append("user-data")
         net = cloudinit.network_config(member)
         if net is not None:
             files[f"{base}/network-config"] = (net, 0o644)
             report.artifacts.append("network-config")
         if iso:
-            from .artifacts import iso as iso_art
             files[f"{base}/seed.iso"] = (iso_art.seed_iso(files[f"{base}/user-data"][0], files[f"{base}/meta-data"][0], net), 0o600)
             report.artifacts.append("seed.iso")
         if packer:
-            from .artifacts import packer as packer_art
             for rel, item in packer_art.node_templates(plan, member).items():
                 files[f"{base}/packer/{rel}"] = item
             report.artifacts.append("packer")
@@ -124,7 +128,6 @@ def render_all(plan: Plan, bundle: Bundle, provider: str | None = None, iso: boo
         if progress:
             progress(member.name)
     if packer:
-        from .artifacts import packer as packer_art
         for rel, item in packer_art.base_templates(plan).items():
             files[f"packer-base/{rel}"] = item
     for member in plan.admins:

@@ -227,6 +227,15 @@ def format_path(loc: tuple) -> str:
     return out
 
 
+def line_of(lines: dict[tuple, int], loc: tuple) -> int | None:
+    """Line of the field at loc, or of its nearest parent that is in the file."""
+    while loc:
+        if loc in lines:
+            return lines[loc]
+        loc = loc[:-1]
+    return None
+
+
 class SpecDocument:
     """A parsed spec plus where each field sits in the file, for error messages."""
 
@@ -236,11 +245,7 @@ class SpecDocument:
         self.source = source
 
     def line(self, loc: tuple) -> int | None:
-        while loc:
-            if loc in self.lines:
-                return self.lines[loc]
-            loc = loc[:-1]
-        return None
+        return line_of(self.lines, loc)
 
     def problem(self, loc: tuple, message: str, hint: str = "") -> Problem:
         return Problem(format_path(loc), message, hint, self.line(loc))
@@ -293,8 +298,7 @@ def parse_spec(text: str, source: str = "cluster.yaml") -> SpecDocument:
             if err["type"] == "extra_forbidden":
                 msg = f"unknown field {loc[-1]!r}"
             hint = _HINTS.get(err["type"]) or _describe(loc)
-            line = SpecDocument(None, lines, source).line(loc)  # type: ignore[arg-type]
-            problems.append(Problem(format_path(loc), msg, hint, line))
+            problems.append(Problem(format_path(loc), msg, hint, line_of(lines, loc)))
         raise UserError(problems, source) from None
     doc = SpecDocument(spec, lines, source)
     problems = check_semantics(doc)

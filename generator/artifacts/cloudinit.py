@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import yaml
 
-from .. import versions
+from .. import daytwo, versions
 from ..plan import Member, Plan
 from ..secrets import Bundle
 from ..templates import render
@@ -85,6 +85,9 @@ def node_files(plan: Plan, bundle: Bundle, member: Member) -> list[NodeFile]:
     else:
         # Public CA certificate only: lets the worker check the API before it joins.
         files.append(NodeFile("/etc/wgkube/ca.crt", bundle.pki["ca"]["cert"]))
+        if plan.join_window_days:
+            # Its own join credential (kubeadm-join.yaml.j2 points discovery.file here).
+            files.append(NodeFile(daytwo.JOIN_KUBECONFIG, daytwo.join_kubeconfig(plan, bundle, member), 0o600))
     return files
 
 
@@ -108,11 +111,7 @@ def _dump(data) -> str:
 
 
 def gzip_bytes(data: bytes) -> bytes:
-    """Deterministic gzip (no name, mtime 0): what whole-file gzip'd user-data is."""
-    return _gzip(data)
-
-
-def _gzip(data: bytes) -> bytes:
+    """Deterministic gzip (no name, mtime 0): whole-file gzip'd user-data and gz+b64 entries."""
     buf = io.BytesIO()
     with gzip.GzipFile(fileobj=buf, mode="wb", compresslevel=6, mtime=0, filename="") as f:
         f.write(data)
@@ -138,38 +137,31 @@ RUNCMD = [
 ]
 
 
-def cloud_config(plan: Plan, member: Member, files: list[NodeFile], per_file_gzip: bool = False) -> dict:
-    """The #cloud-config as data (what user_data emits, for readers and tests)."""
-    return yaml.safe_load(user_data(plan, member, files, "gz+b64" if per_file_gzip else "plain"))
+_RUNCMD_BLOCK = _dump({"runcmd": RUNCMD})
 
 
 # write_files content is emitted by hand as YAML literal blocks: PyYAML's pure-Python emitter
 # dominated render time (40 s for 1,000 nodes) and refuses literal style for text with tabs.
 
-
 # Whitespace-only lines would not survive a plain `|` block (YAML folds them into empty lines).
 _BLANKISH_LINE = re.compile(r"\n[ \t]+\n")
+_INDENT_LINE = re.compile(r"^(?=.)", re.M)  # start of every non-empty line
 
 
 def _literal_ok(content: str) -> bool:
     """Templates meet this; anything else (say, a file without a final newline) goes base64."""
     return (content.endswith("\n") and not content.endswith("\n\n") and content[0] not in " \t\n"
             and content.isascii() and content.replace("\t", " ").replace("\n", " ").isprintable()
-            and not content.endswith(("\n \n", "\n\t\n")) and _BLANKISH_LINE.search(content) is None)
+            and _BLANKISH_LINE.search(content) is None)
 
 
 def _write_file_entry(f: NodeFile, per_file_gzip: bool) -> str:
     head = f"  - path: {f.path}\n    owner: root:root\n    permissions: '0{f.mode:o}'\n"
     if per_file_gzip:
-        return head + f"    encoding: gz+b64\n    content: {base64.b64encode(_gzip(f.content.encode())).decode()}\n"
+        return head + f"    encoding: gz+b64\n    content: {base64.b64encode(gzip_bytes(f.content.encode())).decode()}\n"
     if not _literal_ok(f.content):
         return head + f"    encoding: b64\n    content: '{base64.b64encode(f.content.encode()).decode()}'\n"
-    pad = "      "
-    body = (pad + f.content[:-1].replace("\n", "\n" + pad)).replace("\n" + pad + "\n", "\n\n").replace("\n" + pad + "\n", "\n\n")
-    return head + "    content: |\n" + body + "\n"
-
-
-_RUNCMD_BLOCK = _dump({"runcmd": RUNCMD})
+    return head + "    content: |\n" + _INDENT_LINE.sub("      ", f.content)
 
 
 def user_data(plan: Plan, member: Member, files: list[NodeFile], encoding: str = "plain") -> bytes:
@@ -182,7 +174,7 @@ def user_data(plan: Plan, member: Member, files: list[NodeFile], encoding: str =
     body = "write_files:\n" + "".join(_write_file_entry(f, per_file_gzip) for f in files)
     tail = _RUNCMD_BLOCK
     data = (header + top + body + tail).encode()
-    return _gzip(data) if encoding == "gzip" else data
+    return gzip_bytes(data) if encoding == "gzip" else data
 
 
 def meta_data(plan: Plan, member: Member) -> bytes:

@@ -42,7 +42,7 @@ def warmup_spec(workdir: Path) -> Path:
 
 def timings(sizes: list[int], runs: dict[int, int], workdir: Path, log) -> dict:
     from generator.plan import build_plan
-    from generator.render import prepare, render_all
+    from generator.pipeline import prepare, render_all
     from generator.secrets import populate
     from generator.spec import load_spec
 
@@ -159,7 +159,7 @@ def profiles(n: int, workdir: Path, log) -> dict:
 
 def profile(n: int, workdir: Path, log, mode: str = "user-data", top: int = 12) -> dict:
     """cProfile of one render of n members: totals by library and the costliest functions."""
-    from generator.render import prepare, render_all
+    from generator.pipeline import prepare, render_all
 
     log(f"profile: one {mode} render of {n} members under cProfile")
     iso, packer = artifact_flags(mode)

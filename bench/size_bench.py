@@ -13,7 +13,7 @@ AWS_LIMIT = 16 * 1024
 
 def _sizes(plan, bundle, member) -> dict:
     from generator.artifacts import cloudinit, providers
-    from generator.render import node_user_data
+    from generator.pipeline import node_user_data
 
     _data, report = node_user_data(plan, bundle, member, "none")
     sizes = dict(report.sizes)

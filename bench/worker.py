@@ -34,7 +34,7 @@ def _reset_peak() -> bool:
 
 
 def memory(spec: Path, warmup: Path, mode: str) -> dict:
-    from generator.render import prepare, render_all
+    from generator.pipeline import prepare, render_all
     from .render_bench import artifact_flags
 
     iso, packer = artifact_flags(mode)

@@ -1,4 +1,4 @@
-"""The only module that writes files. Everything is written atomically.
+"""Stage 5, output: writes out/<cluster>/. Everything is written atomically (primitives in fsutil.py).
 
 ``out/<cluster>`` is a symbolic link to a complete generation directory ``out/.<cluster>.gen-*``.
 A render writes and fsyncs a whole new generation, then swaps the link with one rename
@@ -9,74 +9,17 @@ A render writes and fsyncs a whole new generation, then swaps the link with one 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Iterator
 
-from .errors import Problem, UserError
+from .fsutil import fsync_dir
 
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = 2
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
-    """Write data to path so that readers see either the old or the new file, never a mix."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
-def remove_stale_temps(path: Path) -> None:
-    """Temporary files a killed atomic_write left beside path (they may hold secrets).
-    Call only under the lock: a live writer's temp file looks the same."""
-    for stale in path.parent.glob(f".{path.name}.*.tmp"):
-        with contextlib.suppress(FileNotFoundError):
-            stale.unlink()
-
-
-@contextlib.contextmanager
-def lock(path: Path) -> Iterator[None]:
-    """Exclusive lock so two runs on the same cluster cannot interleave. Fails at once, clearly."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
-            who = f" (pid {holder})" if holder.isdigit() else ""
-            raise UserError(Problem("", f"another wgkube run{who} holds {path}: it is changing this cluster's secrets or outputs",
-                                    "wait for it to finish, then run again; nothing was changed by this run")) from None
-        # Who holds it, for the message above. The lock is the flock, not this text.
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        yield
-    finally:
-        os.close(fd)
 
 
 def sha256(data: bytes) -> str:
@@ -145,7 +88,7 @@ def _adopt(cluster_dir: Path) -> None:
     os.rmdir(legacy)
     os.replace(cluster_dir, legacy)
     os.symlink(legacy.name, cluster_dir)
-    _fsync_dir(cluster_dir.parent)
+    fsync_dir(cluster_dir.parent)
 
 
 def write_tree(cluster_dir: Path, files: dict[str, tuple[bytes, int]], meta: dict | None = None) -> None:
@@ -168,13 +111,13 @@ def write_tree(cluster_dir: Path, files: dict[str, tuple[bytes, int]], meta: dic
                 os.fsync(f.fileno())
             os.chmod(target, mode)  # umask must not widen or narrow what we meant
         for d in sorted({p.parent for p in gen.rglob("*")} | {gen}, key=lambda p: -len(p.parts)):
-            _fsync_dir(d)
+            fsync_dir(d)
         os.chmod(gen, 0o700)
         previous = _current_generation(cluster_dir)
         link = parent / f".{cluster_dir.name}.link-{gen.name.rsplit('-', 1)[-1]}"
         os.symlink(gen.name, link)  # relative: out/ can be moved or copied as a whole
         os.replace(link, cluster_dir)  # the switch: one atomic rename
-        _fsync_dir(parent)
+        fsync_dir(parent)
     except BaseException:
         if _current_generation(cluster_dir) is None or _current_generation(cluster_dir).resolve() != gen.resolve():
             shutil.rmtree(gen, ignore_errors=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 
-from . import versions
+from . import facts
 from .errors import Problem, UserError
 from .spec import EXPOSE, OS_FAMILIES, ClusterSpec, parse_endpoint
 
@@ -115,6 +115,10 @@ class Plan:
         return self.hub_member.vpn_ip
 
     @property
+    def api_port(self) -> int:
+        return facts.API_PORT
+
+    @property
     def vpn_prefixlen(self) -> int:
         return ipaddress.ip_network(self.vpn_cidr).prefixlen
 
@@ -191,7 +195,7 @@ def build_plan(spec: ClusterSpec, pinned: dict[str, str] | None = None, *, reser
                new_spares: list[str] | None = None, slot_takes: dict[str, str] | None = None,
                slot_labels: dict[str, str] | None = None, spares_target: int = 0) -> Plan:
     """reserved: free spare slot -> its address (kept); new_spares: slot names to allocate.
-    daytwo.plan_for() works these out from the secrets bundle."""
+    daytwo.planning.plan_for() works these out from the secrets bundle."""
     reserved = reserved or {}
     addresses = allocate(spec, pinned, set(reserved.values()), new_spares)
     spares = sorted([Slot(n, ip) for n, ip in reserved.items()] + [Slot(n, addresses[n]) for n in new_spares or ()],
@@ -223,10 +227,10 @@ def build_plan(spec: ClusterSpec, pinned: dict[str, str] | None = None, *, reser
     for a in spec.admins:
         members.append(Member(name=a.name, kind="admin", role="admin", vpn_ip=addresses[a.name]))
     hub = next(n.name for n in spec.nodes if n.role == "control-plane" and n.endpoint)
-    wg_mtu = spec.vpn.underlay_mtu - versions.WIREGUARD_OVERHEAD
+    wg_mtu = spec.vpn.underlay_mtu - facts.WIREGUARD_OVERHEAD
     return Plan(
         cluster=spec.name, kubernetes=spec.kubernetes, vpn_cidr=spec.vpn.cidr, interface=spec.vpn.interface,
-        port=spec.vpn.port, wg_mtu=wg_mtu, flannel_mtu=wg_mtu - versions.VXLAN_OVERHEAD,
+        port=spec.vpn.port, wg_mtu=wg_mtu, flannel_mtu=wg_mtu - facts.VXLAN_OVERHEAD,
         underlay_mtu=spec.vpn.underlay_mtu, keepalive=spec.vpn.keepalive, pod_cidr=spec.pod_cidr,
         service_cidr=spec.service_cidr, dns_domain="cluster.local", hub=hub, members=tuple(members),
         login_user=spec.login.user, ssh_keys=tuple(spec.login.ssh_authorized_keys),
@@ -248,7 +252,7 @@ def plan_summary(plan: Plan) -> dict:
         "service_cidr": plan.service_cidr,
         "flannel_mtu": plan.flannel_mtu,
         "hub": plan.hub,
-        "api": f"{plan.api_address}:6443",
+        "api": f"{plan.api_address}:{plan.api_port}",
         "spares": [{"slot": sp.name, "vpn_ip": sp.vpn_ip} for sp in plan.spares],
         "join": {"window_days": plan.join_window_days, "token_ttl": plan.token_ttl},
         "members": [

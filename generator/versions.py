@@ -16,12 +16,3 @@ FLANNEL_CNI_PLUGIN_IMAGE = "ghcr.io/flannel-io/flannel-cni-plugin:v1.7.1-flannel
 PKGS_K8S_DEB = "https://pkgs.k8s.io/core:/stable:/v{minor}/deb/"
 PKGS_K8S_RPM = "https://pkgs.k8s.io/core:/stable:/v{minor}/rpm/"
 PKGS_CRIO_RPM = "https://pkgs.k8s.io/addons:/cri-o:/stable:/v{minor}/rpm/"
-
-# WireGuard framing: 60 B over IPv4, 80 B over IPv6; we assume the worst (IPv6) so one MTU
-# works whatever the underlay. VXLAN adds 50 B on top.
-WIREGUARD_OVERHEAD = 80
-VXLAN_OVERHEAD = 50
-FLANNEL_VXLAN_PORT = 8472
-
-# The cloud metadata service pods must never reach (it serves user-data, which holds keys).
-METADATA_ADDRESS = "169.254.169.254"

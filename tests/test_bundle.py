@@ -24,11 +24,12 @@ import pytest
 import yaml
 
 from conftest import IN_CI, REPO, wgkube
-from generator import render as pipeline
+from generator import pipeline
+from generator.errors import UserError
 from generator import secrets as secrets_mod
 from generator.cli import app
 from generator.output import read_manifest, recover
-from generator.pki import wg_public_from_private
+from generator.secrets.pki import wg_public_from_private
 from test_daytwo import bundle, cli, hub_peers, render, spec_doc, tree, wg_of, write_spec
 
 
@@ -292,7 +293,7 @@ CORRUPTIONS = {
 
 
 def _foreign_pair() -> dict:
-    from generator import pki
+    from generator.secrets import pki
     now = dt.datetime.now(dt.timezone.utc)
     return pki.new_client_cert(pki.new_ca("someone-else", now), "x", ["y"], now)
 
@@ -342,7 +343,7 @@ def test_a_bundle_truncated_anywhere_is_refused(rendered_once, tmp_path):
         path.write_text(text[:cut])
         if text[:cut].strip() == text.strip():
             continue  # only trailing whitespace lost: the same bundle
-        with pytest.raises(secrets_mod.UserError, match="secrets bundle refused"):
+        with pytest.raises(UserError, match="secrets bundle refused"):
             secrets_mod.load(path, "d2")
     path.write_text(text)
     assert secrets_mod.load(path, "d2") is not None

@@ -25,10 +25,11 @@ from typer.testing import CliRunner
 
 from conftest import need, need_root, wgkube
 from generator import secrets as secrets_mod
+from generator.secrets import bundle as secrets_bundle
 from generator.artifacts import kubeadm
 from generator.artifacts.cloudinit import extract_files
 from generator.cli import app
-from generator.pki import wg_public_from_private
+from generator.secrets.pki import wg_public_from_private
 
 BASE = {
     "name": "d2",
@@ -383,7 +384,7 @@ def test_rekey_join_gives_a_late_worker_a_fresh_window_and_touches_nothing_else(
     # worker-1 was added three days ago and never booted: its two-day window is over.
     path = tmp_path / "cluster.secrets.yaml"
     b = secrets_mod.load(path, "d2")
-    b.joins["worker-1"] = secrets_mod.new_join_credential(b, "worker-1", 2, dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=3))
+    b.joins["worker-1"] = secrets_bundle.new_join_credential(b, "worker-1", 2, dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=3))
     secrets_mod.save(b, path)
     render(tmp_path, spec_doc(window=2), "--no-iso")
     ca, cert, _, _ = join_material(out, "worker-1", tmp_path)
@@ -636,7 +637,7 @@ def bed_pub(files: dict[str, bytes], member: str) -> str:
 def test_wgkube_lab_passes_after_each_change_with_untouched_members_on_their_old_files(tmp_path, netns_tools):
     """The full lab (issue 4: underlay, NAT, firewall, pods, real packets) after each day-two
     change. Members a change did not touch run their previous files: byte-identical, asserted."""
-    from generator.lab import run_lab
+    from generator.proof.lab.run import run_lab
     out = tmp_path / "out" / "d2"
     render(tmp_path, spec_doc(spares=1), "--no-iso")
     steps = [

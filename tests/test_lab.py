@@ -19,15 +19,16 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, SPECS, need, need_root, render_spec, wgkube
-from generator import lab_files
-from generator.lab import run_lab
-from generator.verify import verify
+from generator.facts import VPN_ONLY_PORTS
+from generator.proof.read import cluster as rendered
+from generator.proof.lab.run import run_lab
+from generator.proof.verify import verify
 
 pytestmark = pytest.mark.lab
 
 WG = "/etc/wireguard/wg0.conf"
 FW = "/etc/wgkube/firewall.nft"
-VPN_PORTS = ["22", "6443", "2379", "2380", "10250", "10257", "10259", "30080", "30081 (DNAT to pod)"]
+VPN_PORTS = [str(port) for proto, port in sorted(VPN_ONLY_PORTS) if proto == "tcp"] + ["30080", "30081 (DNAT to pod)"]
 
 
 @pytest.fixture
@@ -70,7 +71,7 @@ def test_lab_six_members_two_nats_under_a_minute(tmp_path, lab_tools):
     out = render_spec(SPECS / "lab6.yaml", tmp_path, "--no-packer", "--no-iso")
     proc, elapsed, _ = lab_cli(out)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "161 checks, 0 failed" in proc.stdout
+    assert "170 checks, 0 failed" in proc.stdout  # 161 before 10256 (kube-proxy health) was probed too
     # Three NAT'd nodes and the laptop behind two different NAT gateways; NAT <-> NAT pings.
     assert len(re.findall(r"│ nat0 \(", proc.stdout)) == 2 and len(re.findall(r"│ nat1 \(", proc.stdout)) == 2
     # worker-2 exposes 30000-30100/tcp: its NodePorts answer publicly, DNAT to the pod included.
@@ -108,7 +109,7 @@ def test_ctrl_c_cleans_up(example_out, lab_tools):
     prefix = f"wgkl{proc.pid}"
     deadline = time.monotonic() + 30
     running: dict[str, str] = {}
-    while time.monotonic() < deadline and not any("lab_probe" in c for c in running.values()):
+    while time.monotonic() < deadline and not any("proof/lab/probe.py" in c for c in running.values()):
         time.sleep(0.05)   # until wireguard-go and the listeners run inside the lab's namespaces
         running = pids_in(leftovers(prefix))
     assert running, "the lab never started its processes"
@@ -166,11 +167,11 @@ BREAKS = {
 def broken_copy(example_out: Path, tmp_path: Path, node: str, path: str, change) -> Path:
     out = tmp_path / "demo"
     shutil.copytree(example_out, out)
-    member = lab_files.from_out_dir(out).member(node)
+    member = rendered.from_out_dir(out).member(node)
     text = member.wg_conf if path == WG else member.firewall
     changed = change(text)
     assert changed != text
-    lab_files.replace_node_file(out, node, path, changed)
+    rendered.replace_node_file(out, node, path, changed)
     return out
 
 
@@ -178,7 +179,7 @@ def broken_copy(example_out: Path, tmp_path: Path, node: str, path: str, change)
 def test_verify_and_lab_catch_what_they_should(name, example_out, tmp_path, lab_tools):
     node, path, change, verify_kinds, lab_failures = BREAKS[name]
     out = broken_copy(example_out, tmp_path, node, path, change)
-    report = verify(lab_files.from_out_dir(out))
+    report = verify(rendered.from_out_dir(out))
     assert {f.kind for f in report.findings} == verify_kinds
     result = run_lab(out)
     failed = {(c.group, c.subject) for c in result.checks if not c.ok}

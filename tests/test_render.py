@@ -208,7 +208,7 @@ def test_password_hash_reaches_cloud_config_never_a_plain_password(tmp_path):
 def test_user_data_carries_every_file_exactly(example_out, tmp_path):
     """The hand-emitted YAML round-trips: every encoding yields the files byte for byte."""
     from generator.artifacts import cloudinit
-    from generator.render import prepare
+    from generator.pipeline import prepare
     prepared = prepare(example_out.parent.parent / "cluster.yaml")
     for member in prepared.plan.nodes:
         files = cloudinit.node_files(prepared.plan, prepared.bundle, member)

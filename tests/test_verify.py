@@ -19,27 +19,29 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import EXAMPLE, SPECS, wgkube
-from generator import lab_files, lab_net, secrets
+from generator import secrets
+from generator.proof.lab import net as lab_net
+from generator.proof.read import cluster as rendered
 from generator.errors import UserError
-from generator.lab import wg_quick_routes
-from generator.lab_nft import Packet, parse_ruleset
-from generator.lab_wgconf import parse_wg_quick
-from generator.render import prepare
-from generator.verify import verify
+from generator.proof.lab.bed import wg_quick_routes
+from generator.proof.read.nftables import Packet, parse_ruleset
+from generator.proof.read.wgconf import parse_wg_quick
+from generator.pipeline import prepare
+from generator.proof.verify import verify
 
 WG = "/etc/wireguard/wg0.conf"
 FW = "/etc/wgkube/firewall.nft"
 PUBLIC_POOL = [f"203.0.113.{i}" for i in range(1, 255)] + [f"198.51.100.{i}" for i in range(1, 255)]
 
 
-def cluster_of(spec_text: str, workdir: Path, bundle: Path | None = None, name: str = "cluster.yaml") -> lab_files.Cluster:
+def cluster_of(spec_text: str, workdir: Path, bundle: Path | None = None, name: str = "cluster.yaml") -> rendered.Cluster:
     spec = workdir / name
     spec.write_text(spec_text)
-    return lab_files.from_prepared(prepare(spec, bundle))
+    return rendered.from_prepared(prepare(spec, bundle))
 
 
 @pytest.fixture(scope="module")
-def example(tmp_path_factory) -> lab_files.Cluster:
+def example(tmp_path_factory) -> rendered.Cluster:
     return cluster_of(EXAMPLE.read_text(), tmp_path_factory.mktemp("verify-example"))
 
 
@@ -67,7 +69,7 @@ def test_example_every_pair_reaches_through_the_hub(example):
 
 def test_rendered_out_dir_verifies_like_the_spec(example_out):
     """Reading user-data back (any encoding) gives the same texts the in-memory render gives."""
-    from_dir = lab_files.from_out_dir(example_out)
+    from_dir = rendered.from_out_dir(example_out)
     report = verify(from_dir)
     assert report.ok, details(report)
     assert report.reachable == report.pairs == 12
@@ -200,8 +202,8 @@ def test_cli_exit_codes(example_out, tmp_path):
     assert "12 ordered pairs, 12 reach" in ok.stdout and "ok" in ok.stdout
     out = tmp_path / "demo"
     shutil.copytree(example_out, out)
-    c = lab_files.from_out_dir(out)
-    lab_files.replace_node_file(out, "hub", FW, insert_before_final_drop(c.member("hub").firewall, "tcp dport 6443 accept"))
+    c = rendered.from_out_dir(out)
+    rendered.replace_node_file(out, "hub", FW, insert_before_final_drop(c.member("hub").firewall, "tcp dport 6443 accept"))
     bad = wgkube("verify", str(out), check=False)
     assert bad.returncode == 1, bad.stdout + bad.stderr
     assert "public-port" in bad.stdout and "6443" in bad.stdout

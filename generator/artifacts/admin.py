@@ -5,7 +5,7 @@ import base64
 
 from ..plan import Member, Plan
 from ..secrets import Bundle
-from ..templates import render
+from .templates import render
 from . import wireguard
 
 

@@ -16,11 +16,11 @@ from dataclasses import dataclass
 
 import yaml
 
-from .. import daytwo, versions
+from .. import facts, versions
 from ..plan import Member, Plan
 from ..secrets import Bundle
-from ..templates import render
-from . import firewall, kubeadm, wireguard
+from .templates import render
+from . import firewall, join, kubeadm, wireguard
 
 ENCODINGS = ("plain", "gz+b64", "gzip")
 
@@ -44,7 +44,7 @@ def first_boot_script(plan: Plan, member: Member) -> str:
 def flannel_manifest(plan: Plan) -> str:
     return render("flannel.yaml.j2", plan=plan, flannel_version=versions.FLANNEL_VERSION,
                   flannel_image=versions.FLANNEL_IMAGE, cni_plugin_image=versions.FLANNEL_CNI_PLUGIN_IMAGE,
-                  vxlan_port=versions.FLANNEL_VXLAN_PORT)
+                  vxlan_port=facts.FLANNEL_VXLAN_PORT)
 
 
 @lru_cache(maxsize=32)
@@ -87,7 +87,7 @@ def node_files(plan: Plan, bundle: Bundle, member: Member) -> list[NodeFile]:
         files.append(NodeFile("/etc/wgkube/ca.crt", bundle.pki["ca"]["cert"]))
         if plan.join_window_days:
             # Its own join credential (kubeadm-join.yaml.j2 points discovery.file here).
-            files.append(NodeFile(daytwo.JOIN_KUBECONFIG, daytwo.join_kubeconfig(plan, bundle, member), 0o600))
+            files.append(NodeFile(join.JOIN_KUBECONFIG, join.join_kubeconfig(plan, bundle, member), 0o600))
     return files
 
 

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from .. import versions
 from ..plan import Member, Plan
 from ..secrets import Bundle
-from ..templates import render
+from .templates import render
 
 CRI_SOCKETS = {"containerd": "unix:///run/containerd/containerd.sock", "crio": "unix:///var/run/crio/crio.sock"}
 RUNTIME_FOR = {"apt": "containerd", "dnf": "crio"}

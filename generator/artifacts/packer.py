@@ -26,7 +26,7 @@ import yaml
 
 from ..plan import Member, Plan
 from ..spec import OS_FAMILIES
-from ..templates import render
+from .templates import render
 from . import cloudinit, iso
 
 ROLES = ("control-plane", "worker")

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 from ..plan import Member, Plan
 from ..secrets import Bundle
-from ..templates import render
+from .templates import render
 
 
 @dataclass(frozen=True)

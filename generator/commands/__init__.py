@@ -1,15 +1,15 @@
-"""Extra CLI commands, one module each, found at start-up.
+"""Stage 9, the CLI commands, one module each; cli.py only wires them.
 
-Each module defines ``register(app, user_errors)`` and adds its commands to the Typer app,
-so a new command never needs an edit to cli.py.
+Each module defines ``register(app, user_errors)`` and adds its commands to the Typer app.
+COMMANDS is the order `wgkube --help` lists them in; common.py holds what several share.
 """
 from __future__ import annotations
 
 import importlib
-import pkgutil
+
+COMMANDS = ("init", "check", "render", "plan", "verify", "lab", "rekey", "encrypt")
 
 
 def register_all(app, user_errors) -> None:
-    for info in sorted(pkgutil.iter_modules(__path__), key=lambda i: i.name):
-        module = importlib.import_module(f"{__name__}.{info.name}")
-        module.register(app, user_errors)
+    for name in COMMANDS:
+        importlib.import_module(f"{__name__}.{name}").register(app, user_errors)

@@ -9,7 +9,7 @@ from typing import List, Optional
 import typer
 from rich.console import Console
 
-from .. import render as pipeline
+from .. import pipeline
 from .. import secrets as secrets_mod
 from ..errors import Problem, UserError
 from ..secrets import Age

@@ -51,7 +51,7 @@ def register(app: typer.Typer, user_errors) -> None:
         nat_gateways: int = typer.Option(2, "--nat-gateways", min=1, help="NAT gateways; members without an endpoint are spread over them round-robin"),
     ) -> None:
         """Run the rendered files in network namespaces (root; wireguard-go) and prove the network promises. Exit 1 on any failed check."""
-        from ..lab import run_lab
+        from ..proof.lab.run import run_lab
         console = Console(width=max(Console().width, 140))
         try:
             result = run_lab(out_dir, nat_gateways)
@@ -59,7 +59,7 @@ def register(app: typer.Typer, user_errors) -> None:
             console.print(f"[red]lab setup failed[/]: {exc}", highlight=False)
             raise typer.Exit(2) from None
         except BaseException as exc:  # noqa: BLE001 - Ctrl-C / SIGTERM: cleanup already ran
-            if type(exc).__name__ == "_Interrupted":
+            if type(exc).__name__ == "Interrupted":
                 console.print(f"interrupted ({exc}); namespaces and processes removed")
                 raise typer.Exit(130) from None
             raise

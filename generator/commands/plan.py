@@ -13,8 +13,10 @@ from typing import List, Optional
 
 import typer
 
-from .. import daytwo
-from .. import render as pipeline
+from ..daytwo import diff as daytwo_diff
+from ..daytwo import report as daytwo_report
+from ..daytwo.rollout import rollout
+from .. import pipeline
 from ..errors import Problem, UserError
 from ..output import manifest_of, read_manifest
 from ..secrets import Age
@@ -59,15 +61,15 @@ def register(app: typer.Typer, user_errors) -> None:
             old_plan = json.loads((cluster_dir / "plan.json").read_text())
         except (OSError, ValueError):
             pass
-        report = daytwo.diff(before, after, prepared.plan, prepared.bundle, str(cluster_dir), prepared.added, old_plan)
+        report = daytwo_diff.diff(before, after, prepared.plan, prepared.bundle, str(cluster_dir), prepared.added, old_plan)
         if rekey is not None and report.baseline:
             # The generic "hub changes" / "own config changes" notes become one ordered rollout.
-            steps = daytwo.rollout(prepared.plan, rekey, str(cluster_dir))
+            steps = rollout(prepared.plan, rekey, str(cluster_dir))
             report.actions = [f"rekey {rekey}, in this order:\n    " + "\n    ".join(steps)] + [
                 a for a in report.actions if "hub-update" not in a and "own WireGuard config" not in a]
         if as_json:
-            sys.stdout.write(json.dumps(daytwo.report_json(report), indent=1, sort_keys=True) + "\n")
+            sys.stdout.write(json.dumps(daytwo_report.report_json(report), indent=1, sort_keys=True) + "\n")
             return
         against = f"{cluster_dir}/manifest.json" if before is not None else f"nothing ({cluster_dir} has no manifest yet)"
         title = f"plan for {prepared.plan.cluster}: {spec} against {against}"
-        sys.stdout.write(daytwo.format_report(report, title) + "\n")
+        sys.stdout.write(daytwo_report.format_report(report, title) + "\n")

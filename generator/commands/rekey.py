@@ -9,8 +9,9 @@ from typing import List, Optional
 import typer
 from rich.console import Console
 
-from .. import daytwo
-from .. import render as pipeline
+from ..artifacts.join import join_window
+from ..daytwo.rollout import rollout
+from .. import pipeline
 from ..output import read_manifest
 from ..secrets import Age
 from .plan import check_provider, options_from
@@ -47,12 +48,12 @@ def register(app: typer.Typer, user_errors) -> None:
             changed = [f"{mc.name} ({mc.status})" for mc in report.members if mc.status != "unchanged"]
             out.print("members whose files changed: " + (", ".join(changed) or "none"))
         if join:
-            _, end = daytwo.join_window(prepared.bundle.joins[node]["cert"])
+            _, end = join_window(prepared.bundle.joins[node]["cert"])
             out.print(f"{node}: new join credential, valid until {end:%Y-%m-%d %H:%M} UTC. Only {node}'s files changed "
                       f"(the hub needs nothing): boot {node} with {cluster_dir}/nodes/{node}/ (user-data or seed.iso).")
             out.print(f"The old credential stays valid until it expires (certificates cannot be revoked); it only works inside the VPN.")
             return
         out.print(f"rollout for {node}, in this order:")
-        for line in daytwo.rollout(prepared.plan, node, str(cluster_dir)):
+        for line in rollout(prepared.plan, node, str(cluster_dir)):
             out.print(f"  {line}", soft_wrap=True)
         out.print(f"If {node} has not booted yet, there is nothing to roll out: boot it with its new files.", soft_wrap=True)

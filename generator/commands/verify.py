@@ -13,15 +13,15 @@ SHOWN = 100  # findings printed before "... and N more" (use --all for every one
 
 
 def run(target: Path, secrets: Optional[Path], show_all: bool, console: Console) -> int:
-    from .. import lab_files
-    from ..verify import KINDS, verify
+    from ..proof.read import cluster as rendered
+    from ..proof.verify import KINDS, verify
     t0 = time.perf_counter()
     if target.is_dir():
-        cluster = lab_files.from_out_dir(target)
+        cluster = rendered.from_out_dir(target)
         source = f"{target} (rendered files)"
     else:
-        from ..render import prepare
-        cluster = lab_files.from_prepared(prepare(target, secrets))
+        from ..pipeline import prepare
+        cluster = rendered.from_prepared(prepare(target, secrets))
         source = f"{target} (rendered in memory, nothing written)"
     report = verify(cluster)
     elapsed = time.perf_counter() - t0

@@ -6,14 +6,14 @@ from pathlib import Path
 
 import jinja2
 
-_HERE = Path(__file__).resolve().parent
+_PACKAGE = Path(__file__).resolve().parent.parent  # generator/
 
 
 def _search_path() -> list[str]:
     # From a checkout the templates sit at the repo root; installed, under generator/_cloudinit.
     # (a site-packages/cloudinit is cloud-init's own package, hence the pyproject.toml check).
-    repo = _HERE.parent if (_HERE.parent / "pyproject.toml").is_file() else None
-    candidates = ([repo / "cloudinit", repo / "packer"] if repo else []) + [_HERE / "_cloudinit", _HERE / "_packer"]
+    repo = _PACKAGE.parent if (_PACKAGE.parent / "pyproject.toml").is_file() else None
+    candidates = ([repo / "cloudinit", repo / "packer"] if repo else []) + [_PACKAGE / "_cloudinit", _PACKAGE / "_packer"]
     return [str(p) for p in candidates if p.is_dir()]
 
 

@@ -14,11 +14,12 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 
-from .errors import Problem, UserError
-from .lab_files import Cluster, MemberFiles
+from ...errors import Problem, UserError
+from ...facts import METADATA_ADDRESS
+from ..read.cluster import Cluster, MemberFiles
 
 ROUTER = ipaddress.IPv4Address("192.0.2.1")
-METADATA = ipaddress.IPv4Address("169.254.169.254")
+METADATA = ipaddress.IPv4Address(METADATA_ADDRESS)
 PUBLIC_POOLS = ("198.51.100.0/24", "203.0.113.0/24")   # documentation ranges, inside the lab only
 LAN_POOL = "192.168.0.0/16"
 

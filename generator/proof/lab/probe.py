@@ -1,7 +1,7 @@
 """Probes and listeners the lab runs inside its namespaces. Standard library only, run as a script.
 
-    python lab_probe.py listen 22 6443 ...    TCP listeners (accept, close); prints "ready"
-    python lab_probe.py probe < targets.json  probes in parallel; prints one JSON result list
+    python probe.py listen 22 6443 ...    TCP listeners (accept, close); prints "ready"
+    python probe.py probe < targets.json  probes in parallel; prints one JSON result list
 
 A target is {"kind": "ping"|"tcp"|"udp", "host": ..., "port": ..., "timeout": seconds}.
 Results: ping -> reply|timeout; tcp -> connected|refused|timeout|unreachable;

@@ -1,4 +1,7 @@
-"""The pipeline: spec -> plan -> secrets -> artifacts -> files. Only the last step writes."""
+"""Stage 7, the pipeline: spec -> plan -> secrets -> artifacts -> files. Only the last step writes.
+
+prepare() runs the stages up to the bundle, render_all() makes every artifact in memory, write()
+saves the bundle and swaps in the new out/<cluster>/ (output.py), then diffs it (daytwo/)."""
 from __future__ import annotations
 
 import datetime as dt
@@ -7,17 +10,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from . import daytwo
 from . import secrets as secrets_mod
 from .artifacts import admin as admin_art
-from .artifacts import cloudinit, providers
+from .artifacts import cloudinit, hub_update, providers
 from .artifacts import iso as iso_art
 from .artifacts import packer as packer_art
 from .errors import Problem, UserError
-from .output import lock, read_manifest, remove_stale_temps, sha256, write_tree
+from .fsutil import lock, remove_stale_temps
+from .output import read_manifest, sha256, write_tree
 from .plan import Member, Plan, plan_summary
 from .secrets import Age, Bundle
 from .spec import SpecDocument, load_spec
+from .daytwo.diff import Report, diff
+from .daytwo.planning import plan_for, rekey_bundle
 
 
 @dataclass
@@ -31,7 +36,7 @@ class Prepared:
     age: Age | None = None
     convert: bool = False  # save even with nothing added: the bundle is being encrypted
     notes: list[str] = field(default_factory=list)
-    report: "daytwo.Report | None" = None
+    report: Report | None = None
 
 
 @dataclass
@@ -65,8 +70,8 @@ def prepare(spec_path: Path, secrets_path: Path | None = None, *, age: Age | Non
     existing = secrets_mod.load(bundle_path, doc.spec.name, age)
     changes: list[str] = []
     if rekey is not None:  # day two: `wgkube rekey` replaces one secret before planning
-        existing, changes = daytwo.rekey_bundle(doc, existing, rekey, rekey_join, now, bundle_path)
-    plan = daytwo.plan_for(doc.spec, existing, hub_changes=rekey is not None and not rekey_join)
+        existing, changes = rekey_bundle(doc, existing, rekey, rekey_join, now, bundle_path)
+    plan = plan_for(doc.spec, existing, hub_changes=rekey is not None and not rekey_join)
     bundle, added = secrets_mod.populate(existing, plan, now)
     convert = bool(age.recipients) and (not secrets_mod.is_encrypted(bundle_path)
                                         or sorted(age.recipients) != sorted(bundle.age_recipients))
@@ -135,7 +140,7 @@ def render_all(plan: Plan, bundle: Bundle, provider: str | None = None, iso: boo
     files["plan.json"] = (json.dumps(plan_summary(plan), indent=1, sort_keys=True).encode() + b"\n", 0o644)
     # day two: the hub's live peer update (public keys only), applied over the VPN
     hub_conf = files[f"wireguard/{plan.hub}/{plan.interface}.conf"][0].decode()
-    files[f"hub-update/{daytwo.hub_update_name(plan)}"] = (daytwo.hub_update_script(plan, bundle, hub_conf).encode(), 0o644)
+    files[f"hub-update/{hub_update.hub_update_name(plan)}"] = (hub_update.hub_update_script(plan, bundle, hub_conf).encode(), 0o644)
     meta = {"options": {"provider": provider, "iso": iso, "packer": packer},
             "node_files": {r.name: r.inner for r in reports}}
     return Rendered(files, reports, meta)
@@ -152,7 +157,7 @@ def write(prepared: Prepared, rendered: Rendered, out_dir: Path) -> Path:
         prepared.bundle_path = secrets_mod.save(prepared.bundle, prepared.bundle_path, prepared.age)
     write_tree(cluster_dir, rendered.files, rendered.meta)
     after = read_manifest(cluster_dir) or {"files": {}}
-    prepared.report = daytwo.diff(before, after, prepared.plan, prepared.bundle, str(cluster_dir), prepared.added, old_plan)
+    prepared.report = diff(before, after, prepared.plan, prepared.bundle, str(cluster_dir), prepared.added, old_plan)
     prepared.notes = prepared.report.actions if before is not None else []
     return cluster_dir
 

@@ -20,10 +20,11 @@ from pathlib import Path
 
 import yaml
 
+from ..errors import Problem, UserError
+from ..fsutil import atomic_write, remove_stale_temps
+from ..plan import Plan
 from . import pki
-from .errors import Problem, UserError
-from .output import atomic_write, remove_stale_temps
-from .plan import Plan
+from .age import AGE_SUFFIX, ENV_IDENTITY, ENV_RECIPIENTS, Age, identities, is_encrypted, load_pyrage, recipient
 
 KIND = "wgkube-secrets"
 VERSION = 1
@@ -32,12 +33,9 @@ SLOT_RE = re.compile(r"^spare\.(\d+)$")
 _ALNUM = "abcdefghijklmnopqrstuvwxyz0123456789"
 CAS = {"ca": "kubernetes", "front_proxy_ca": "front-proxy-ca", "etcd_ca": "etcd-ca"}
 HEADER = "# wgkube secrets bundle. Private: keep it 0600, back it up, never paste it anywhere.\n"
-AGE_SUFFIX = ".age"
 # kubeadm init binds this group to node-bootstrapper, CSR auto-approval and the kubeadm-config /
 # kubelet-config reads that `kubeadm join` needs: what a bootstrap token authenticates as.
 JOIN_GROUP = "system:bootstrappers:kubeadm:default-node-token"
-ENV_IDENTITY = "WGKUBE_AGE_IDENTITY"
-ENV_RECIPIENTS = "WGKUBE_AGE_RECIPIENTS"
 
 
 def bundle_path_for(spec_path: Path) -> Path:
@@ -107,21 +105,7 @@ def _bad(path: Path, what: str, hint: str = "restore the bundle from your backup
     return UserError(Problem("", f"secrets bundle refused: {what}", hint), str(path))
 
 
-# --------------------------------------------------------------------------- where, and age
-
-
-@dataclass(frozen=True)
-class Age:
-    """age options: recipients to encrypt to on save, identity files to decrypt with on load.
-    Empty fields fall back to $WGKUBE_AGE_RECIPIENTS (space/comma separated) and $WGKUBE_AGE_IDENTITY."""
-    recipients: tuple[str, ...] = ()
-    identities: tuple[Path, ...] = ()
-
-    @classmethod
-    def from_env(cls, recipients: list[str] | None = None, identities: list[Path] | None = None) -> "Age":
-        rec = list(recipients or []) or re.split(r"[\s,]+", os.environ.get(ENV_RECIPIENTS, "").strip())
-        ids = list(identities or []) or ([Path(os.environ[ENV_IDENTITY])] if os.environ.get(ENV_IDENTITY) else [])
-        return cls(tuple(r for r in rec if r), tuple(ids))
+# --------------------------------------------------------------------------- where
 
 
 def locate(spec_path: Path, explicit: Path | None = None, age: Age | None = None) -> Path:
@@ -141,52 +125,6 @@ def locate(spec_path: Path, explicit: Path | None = None, age: Age | None = None
     return enc
 
 
-def _pyrage():
-    try:
-        import pyrage
-    except ImportError:
-        raise UserError(Problem("", "age encryption needs the pyrage package", "pip install pyrage (or wgkube[age])")) from None
-    return pyrage
-
-
-def _recipient(text: str):
-    pyrage = _pyrage()
-    try:
-        if text.startswith("age1"):
-            return pyrage.x25519.Recipient.from_str(text)
-        if text.startswith(("ssh-ed25519 ", "ssh-rsa ")):
-            return pyrage.ssh.Recipient.from_str(text)
-    except pyrage.RecipientError as exc:
-        raise UserError(Problem("--age-recipient", f"not a valid age recipient {text[:24]!r}: {exc}", "an age1... public key (age-keygen -y) or an ssh-ed25519/ssh-rsa public key")) from None
-    raise UserError(Problem("--age-recipient", f"not an age recipient: {text[:24]!r}", "an age1... public key (age-keygen -y) or an ssh-ed25519/ssh-rsa public key"))
-
-
-def _identities(files: tuple[Path, ...]) -> list:
-    pyrage = _pyrage()
-    out = []
-    for path in files:
-        try:
-            raw = path.read_bytes()
-        except OSError as exc:
-            raise UserError(Problem("--age-identity", f"cannot read {path}: {exc.strerror}", "give the file age-keygen wrote, or an OpenSSH private key")) from None
-        try:
-            if b"PRIVATE KEY-----" in raw:
-                out.append(pyrage.ssh.Identity.from_buffer(raw))
-                continue
-            for line in raw.decode().splitlines():
-                if line.strip().startswith("AGE-SECRET-KEY-"):
-                    out.append(pyrage.x25519.Identity.from_str(line.strip()))
-        except (pyrage.IdentityError, UnicodeDecodeError, ValueError) as exc:
-            raise UserError(Problem("--age-identity", f"{path} holds no usable age identity ({exc})", "give the file age-keygen wrote, or an unencrypted OpenSSH private key")) from None
-    if not out:
-        raise UserError(Problem("--age-identity", "no AGE-SECRET-KEY-1... line in " + ", ".join(map(str, files)), "give the file age-keygen wrote"))
-    return out
-
-
-def is_encrypted(path: Path) -> bool:
-    return path.name.endswith(AGE_SUFFIX)
-
-
 def _read_text(path: Path, age: Age | None) -> str | None:
     try:
         raw = path.read_bytes()
@@ -198,9 +136,9 @@ def _read_text(path: Path, age: Age | None) -> str | None:
         if not (age and age.identities):
             raise _bad(path, "it is encrypted with age and no identity was given",
                        f"pass --age-identity FILE (the key age-keygen wrote) or set {ENV_IDENTITY}")
-        pyrage = _pyrage()
+        pyrage = load_pyrage()
         try:
-            raw = pyrage.decrypt(raw, _identities(age.identities))
+            raw = pyrage.decrypt(raw, identities(age.identities))
         except pyrage.DecryptError as exc:
             raise _bad(path, f"it cannot be decrypted with the given identity ({exc})",
                        "use an identity whose public key is one of the bundle's recipients; a truncated .age file also fails here") from None
@@ -443,7 +381,7 @@ def save(b: Bundle, path: Path, age: Age | None = None) -> Path:
             raise UserError(Problem("--age-recipient", f"{target.name} is encrypted but no recipient is known",
                                     f"pass --age-recipient age1... or set {ENV_RECIPIENTS}"), str(target))
         b.age_recipients = recipients
-        data = _pyrage().encrypt(b.to_yaml().encode(), [_recipient(r) for r in recipients], armored=True)
+        data = load_pyrage().encrypt(b.to_yaml().encode(), [recipient(r) for r in recipients], armored=True)
     else:
         b.age_recipients = []
         data = b.to_yaml().encode()

@@ -5,7 +5,7 @@ endpoint, and a pod namespace behind a cni0 bridge on every node. Each member ge
 rendered nftables ruleset, sysctl file and WireGuard config exactly as rendered (decoded from
 its user-data; admins from admins/<name>/<iface>.conf), brought up the way wg-quick would:
 wireguard-go (the kernel here may lack WireGuard), `wg setconf` on `wg-quick strip` output,
-then addresses, MTU and routes. Then real packets prove the promises (see lab_checks.py).
+then addresses, MTU and routes. Then real packets prove the promises (checks.py).
 
 wireguard-go keeps its control socket in /run/wireguard/<iface>.sock, one directory for every
 namespace. Each wireguard-go therefore runs in its own mount namespace (`unshare --mount`, inside
@@ -15,6 +15,9 @@ private /etc/hosts bind-mounted the same way; nothing outside the lab resolves o
 
 Everything the lab creates (namespaces, processes, their mounts, its temp folder) is removed
 in `finally`, also on Ctrl-C, SIGTERM or SIGHUP. Names carry the PID: two labs can run at once.
+
+This module is the test bed (namespaces, processes, WireGuard, cleanup); checks.py holds the
+probes and run.py the whole run.
 """
 from __future__ import annotations
 
@@ -30,15 +33,16 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import lab_net
-from .errors import Problem, UserError
-from .lab_files import Cluster, from_out_dir
-from .lab_net import Site, Topology
-from .lab_wgconf import parse_wg_quick
+from ...errors import Problem, UserError
+from ...facts import WIREGUARD_OVERHEAD
+from ..read.cluster import Cluster
+from ..read.wgconf import parse_wg_quick
+from . import net as lab_net
+from .net import Site, Topology
 
 TOOLS = {"ip": "iproute2", "nft": "nftables", "wg": "wireguard-tools", "wg-quick": "wireguard-tools",
          "wireguard-go": "wireguard-go", "nsenter": "util-linux", "unshare": "util-linux", "sysctl": "procps"}
-PROBE = Path(__file__).with_name("lab_probe.py")
+PROBE = Path(__file__).with_name("probe.py")
 PYTHON = sys.executable
 
 
@@ -81,12 +85,12 @@ def preflight() -> None:
         raise UserError(problems)
 
 
-class _Interrupted(BaseException):
+class Interrupted(BaseException):
     pass
 
 
-def _raise_interrupted(signum, _frame):
-    raise _Interrupted(signal.Signals(signum).name)
+def raise_interrupted(signum, _frame):
+    raise Interrupted(signal.Signals(signum).name)
 
 
 class Lab:
@@ -137,31 +141,6 @@ class Lab:
         log.close()
         self.procs.append(proc)
         return proc
-
-    # ---------------------------------------------------------------- the whole run
-    def execute(self) -> LabResult:
-        from .lab_checks import run_checks
-        old = {s: signal.signal(s, _raise_interrupted) for s in (signal.SIGTERM, signal.SIGHUP)}
-        t0 = time.perf_counter()
-        try:
-            try:
-                self.build()
-            except SetupFailed as exc:
-                self.result.checks.append(Check("apply", "rendered files", "load as rendered", str(exc), False))
-                self.result.setup_seconds = time.perf_counter() - t0
-                return self.result
-            t1 = time.perf_counter()
-            self.result.setup_seconds = t1 - t0
-            run_checks(self)
-            self.result.check_seconds = time.perf_counter() - t1
-            return self.result
-        except KeyboardInterrupt:
-            raise _Interrupted("SIGINT") from None
-        finally:
-            self.cleanup()
-            for s, handler in old.items():
-                signal.signal(s, handler)
-            self.result.total_seconds = time.perf_counter() - t0
 
     # ---------------------------------------------------------------- building
     def build(self) -> None:
@@ -229,7 +208,7 @@ class Lab:
             raise SetupFailed(f"{site.name}: {self.iface}.conf: {'; '.join(cfg.problems)}")
         if cfg.address4 is not None:
             self.vpn_ip[site.name] = str(cfg.address4.ip)
-        mtu = cfg.mtu or self.cluster.underlay_mtu - 80   # wg-quick: the route's MTU minus 80
+        mtu = cfg.mtu or self.cluster.underlay_mtu - WIREGUARD_OVERHEAD   # wg-quick: the route's MTU minus 80
         lines = [f"ip address add {a} dev {self.iface}" for a in cfg.addresses if a.version == 4]
         lines.append(f"ip link set mtu {mtu} up dev {self.iface}")
         lines += [f"ip route add {net} dev {self.iface}" for net in wg_quick_routes(cfg)]
@@ -277,13 +256,6 @@ def wg_quick_routes(cfg) -> list:
             out.append(net)
             routed.append(net)
     return out
-
-
-def run_lab(out_dir: Path, nat_gateways: int = 2) -> LabResult:
-    """Build, check, clean up. UserError (exit 2) for this machine or the folder, RuntimeError
-    when the lab itself cannot be built; failed checks are in the result."""
-    preflight()
-    return Lab(from_out_dir(out_dir), nat_gateways).execute()
 
 
 def wait_ready(proc: subprocess.Popen, timeout: float) -> bool:

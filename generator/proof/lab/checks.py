@@ -6,7 +6,7 @@
 3. public UDP, from the internet namespace to each member with a public address: the
    WireGuard port's accept counter moves; other ports stay silent (no ICMP port-unreachable,
    which an accepted packet without a listener would draw) and the final drop counter moves.
-4. public TCP 22, 6443, 2379, 2380, 10250, 10257, 10259 and NodePort 30080 time out (listeners
+4. public TCP to every VPN-only port (facts.VPN_ONLY_PORTS) and NodePort 30080 time out (listeners
    are running on them), unless the spec exposes the port; the same listeners answer over the VPN.
 5. DNAT: public TCP to the stand-in NodePort (DNAT'ed to the node's pod, like kube-proxy) is
    dropped by the forward chain unless exposed; over the VPN it reaches the pod.
@@ -17,12 +17,14 @@ from __future__ import annotations
 import json
 import subprocess
 
-from .lab import PROBE, PYTHON, Check, Lab, wait_ready
-from .lab_net import DNAT_PORT, METADATA, POD_PORT, ROUTER
-from .lab_wgconf import parse_wg_quick
+from ...facts import VPN_ONLY_PORTS
+from ..read.wgconf import parse_wg_quick
+from .bed import PROBE, PYTHON, Check, Lab, wait_ready
+from .net import DNAT_PORT, METADATA, POD_PORT, ROUTER
 
-NODE_PORTS = [22, 6443, 2379, 2380, 10250, 10257, 10259, 30080]
-OTHER_UDP = [53, 123, 8472]
+# Every TCP port that must stay inside the VPN, plus a sample NodePort (30080).
+NODE_PORTS = sorted(port for proto, port in VPN_ONLY_PORTS if proto == "tcp") + [30080]
+OTHER_UDP = [53, 123] + [port for proto, port in VPN_ONLY_PORTS if proto == "udp"]
 PUBLIC_TIMEOUT = 1.5
 PING_TIMEOUT = 5.0
 

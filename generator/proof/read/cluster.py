@@ -13,8 +13,8 @@ from pathlib import Path
 
 import yaml
 
-from .artifacts import cloudinit
-from .errors import Problem, UserError
+from ...artifacts import cloudinit
+from ...errors import Problem, UserError
 
 FIREWALL_PATH = "/etc/wgkube/firewall.nft"
 SYSCTL_PATH = "/etc/sysctl.d/90-wgkube.conf"
@@ -73,9 +73,9 @@ def _expose(items) -> tuple[tuple[str, int, int], ...]:
 
 def from_prepared(prepared) -> Cluster:
     """From generator.render.prepare(...): renders only the member files, writes nothing."""
-    from .artifacts import admin as admin_art
-    from .artifacts import firewall, wireguard
-    from .templates import render
+    from ...artifacts import admin as admin_art
+    from ...artifacts import firewall, wireguard
+    from ...artifacts.templates import render
     plan, bundle = prepared.plan, prepared.bundle
     sysctl_text = render("sysctl.conf.j2")
     cluster = Cluster(plan.cluster, plan.interface, plan.vpn_cidr, plan.pod_cidr, plan.port,

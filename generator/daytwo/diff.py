@@ -1,0 +1,177 @@
+"""What a render changes against out/<cluster>/manifest.json, per member and per file, and what
+must be done by hand on running members."""
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+
+from ..artifacts.hub_update import hub_update_command, hub_update_name
+from ..artifacts.join import join_window
+from ..plan import Plan
+from ..secrets import Bundle
+
+
+# Paths inside a node's user-data, by what a running member needs when they change.
+def _category(path: str, iface: str) -> str:
+    if path == f"/etc/wireguard/{iface}.conf":
+        return "live"       # the running tunnel: apply by hand (hub-update script, or the node's new conf)
+    if path in ("/etc/wgkube/firewall.nft", "/etc/sysctl.d/90-wgkube.conf", "/etc/modules-load.d/wgkube.conf") \
+            or path.startswith("/etc/systemd/") or path.startswith("/etc/udev/"):
+        return "boot"       # read at boot: copy it over and restart the unit (or reboot)
+    return "first-boot"     # kubeadm config, PKI, join credential, first-boot script: used once
+
+
+@dataclass
+class FileChange:
+    path: str
+    status: str  # new | changed | removed | unchanged
+    inner: list[tuple[str, str, str]] = field(default_factory=list)  # (path on the node, status, category)
+
+
+@dataclass
+class MemberChange:
+    name: str
+    kind: str
+    status: str
+    files: list[FileChange] = field(default_factory=list)
+
+    def changed(self) -> list[FileChange]:
+        return [f for f in self.files if f.status != "unchanged"]
+
+
+@dataclass
+class Report:
+    cluster: str
+    baseline: bool  # False: nothing rendered before (everything is new)
+    members: list[MemberChange]
+    cluster_files: list[FileChange]
+    actions: list[str]
+    secrets: list[str]
+
+    @property
+    def hub_must_update(self) -> bool:
+        return any("hub-update" in a for a in self.actions)
+
+
+def _owner(rel: str) -> tuple[str, str] | None:
+    parts = rel.split("/")
+    kinds = {"nodes": "node", "admins": "admin", "wireguard": "node"}
+    if len(parts) >= 3 and parts[0] in kinds:
+        return parts[1], kinds[parts[0]]
+    return None
+
+
+def _status(old: str | None, new: str | None) -> str:
+    if old is None:
+        return "new"
+    if new is None:
+        return "removed"
+    return "unchanged" if old == new else "changed"
+
+
+def diff(old: dict | None, new: dict, plan: Plan, bundle: Bundle, out_hint: str, secrets_added: list[str],
+         old_plan: dict | None = None) -> Report:
+    """Compare manifests (old may be None) and say what running members need."""
+    old_files = (old or {}).get("files", {})
+    new_files = new["files"]
+    old_inner = (old or {}).get("node_files", {})
+    new_inner = new.get("node_files", {})
+    per_member: dict[str, MemberChange] = {}
+    cluster_files: list[FileChange] = []
+    old_kinds = {m["name"]: m["kind"] for m in (old_plan or {}).get("members", [])}
+    for rel in sorted(set(old_files) | set(new_files)):
+        before, after = old_files.get(rel), new_files.get(rel)
+        change = FileChange(rel, _status(before and before["sha256"], after and after["sha256"]))
+        owner = _owner(rel)
+        if owner is None:
+            cluster_files.append(change)
+            continue
+        name, kind = owner
+        if change.status == "changed" and rel.endswith("/user-data"):
+            a, b = old_inner.get(name, {}), new_inner.get(name, {})
+            for path in sorted(set(a) | set(b)):
+                st = "new" if path not in a else "removed" if path not in b else ("unchanged" if a[path] == b[path] else "changed")
+                if st != "unchanged":
+                    change.inner.append((path, st, _category(path, plan.interface)))
+        per_member.setdefault(name, MemberChange(name, kind, "")).files.append(change)
+    for mc in per_member.values():
+        states = {f.status for f in mc.files}
+        mc.status = ("new" if states == {"new"} else "removed" if states == {"removed"}
+                     else "unchanged" if states == {"unchanged"} else "changed")
+    for m in plan.members:  # a member with no files of its own yet (never happens today) still shows
+        per_member.setdefault(m.name, MemberChange(m.name, m.kind, "new" if old is None else "unchanged"))
+    order = {m.name: i for i, m in enumerate(plan.members)}
+    members = sorted(per_member.values(), key=lambda mc: (order.get(mc.name, len(order)), mc.name))
+    actions = _actions(members, plan, bundle, out_hint, old is not None, "node_files" in (old or {}), old_kinds)
+    return Report(plan.cluster, old is not None, members, cluster_files, actions, secrets_added)
+
+
+def latest_retired(bundle: Bundle, name: str) -> dict:
+    """The most recent retired entry of a member (name, name@2, name@3, ...)."""
+    keys = [k for k in bundle.retired if k == name or k.startswith(name + "@")]
+    if not keys:
+        return {}
+    return bundle.retired[max(keys, key=lambda k: (str(bundle.retired[k].get("retired", "")), int(k.partition("@")[2] or 1)))]
+
+
+def _actions(members: list[MemberChange], plan: Plan, bundle: Bundle, out_hint: str, baseline: bool,
+             detail: bool, old_kinds: dict[str, str]) -> list[str]:
+    if not baseline:
+        return ["first render: boot the nodes with their files (nothing is running yet)"]
+    actions: list[str] = []
+    iface = plan.interface
+    by_name = {mc.name: mc for mc in members}
+    hub = by_name.get(plan.hub)
+    live = f"/etc/wireguard/{iface}.conf"
+
+    def inner_changes(mc: MemberChange, category: str) -> list[str]:
+        return [p for f in mc.changed() for (p, st, cat) in f.inner if cat == category]
+
+    def tunnel_changes(mc: MemberChange) -> bool:
+        if live in inner_changes(mc, "live"):
+            return True
+        own = (f"wireguard/{mc.name}/{iface}.conf", f"admins/{mc.name}/{iface}.conf")
+        if any(f.path in own and f.status == "changed" for f in mc.files):
+            return True
+        # A manifest from an older wgkube has no per-file detail: assume the worst for the hub.
+        return not detail and any(f.path.endswith("/user-data") and f.status == "changed" for f in mc.files)
+
+    if hub is not None and hub.status == "changed" and tunnel_changes(hub):
+        actions.append(f"hub {plan.hub}: its WireGuard peer list changes; apply it over the VPN "
+                       f"(peers that did not change keep their sessions):\n    "
+                       + hub_update_command(plan, f"{out_hint}/hub-update/{hub_update_name(plan)}"))
+    for mc in members:
+        if mc.status == "removed":
+            if old_kinds.get(mc.name, mc.kind) == "node":
+                actions.append(f"{mc.name} left the cluster: its VPN key is retired and dropped from the hub; remove it from Kubernetes:\n"
+                               f"    kubectl delete node {mc.name}")
+            else:
+                actions.append(f"admin {mc.name} left: its VPN key is retired; its kubeconfig certificate stays valid until it expires "
+                               f"but only reaches the API from inside the VPN")
+            retired = latest_retired(bundle, mc.name)
+            if "join" in retired:
+                _, end = join_window(retired["join"]["cert"])
+                actions.append(f"{mc.name}'s join credential stays valid until {end:%Y-%m-%d %H:%M} UTC (certificates cannot be revoked); "
+                               f"it only works from inside the VPN, where {mc.name} no longer is")
+            continue
+        if mc.status != "changed" or mc.name == plan.hub:
+            continue
+        if tunnel_changes(mc) and mc.status == "changed":
+            where = f"{out_hint}/{'wireguard' if mc.kind == 'node' else 'admins'}/{mc.name}/{iface}.conf"
+            actions.append(f"{mc.name}: its own WireGuard config changes (new key?); install {where} on it "
+                           "(see `wgkube rekey` for the order)")
+        boot = inner_changes(mc, "boot")
+        if boot and mc.kind == "node":
+            actions.append(f"{mc.name}: files read at boot change ({', '.join(boot)}); copy them from its user-data and restart "
+                           "the unit, or re-provision; running as is keeps the old ones")
+    now = dt.datetime.now(dt.timezone.utc)
+    for name in sorted(bundle.joins):
+        _, end = join_window(bundle.joins[name]["cert"])
+        if end < now and name in by_name:
+            actions.append(f"{name}'s join credential expired on {end:%Y-%m-%d %H:%M} UTC; if {name} has not joined yet, "
+                           f"give it a new window: wgkube rekey {name} SPEC --join")
+    if hub is not None and hub.status == "changed":
+        boot = inner_changes(hub, "boot")
+        if boot:
+            actions.append(f"hub {plan.hub}: files read at boot change ({', '.join(boot)}); copy them over and restart the unit")
+    return actions

@@ -1,0 +1,37 @@
+"""Cluster-wide facts that do not drift with releases (those live in versions.py).
+
+One place for each: the firewall template, the planner, `verify` and `lab` all read them here.
+"""
+from __future__ import annotations
+
+# The Kubernetes API server's port (kubeadm's default bindPort); reached over the VPN only.
+API_PORT = 6443
+
+# Ports that must never answer on the public side (unless the spec exposes them), and what they
+# are (for messages). kubeadm's "ports and protocols" page lists the control plane and node ports.
+FLANNEL_VXLAN_PORT = 8472
+VPN_ONLY_PORTS = {
+    ("tcp", 22): "SSH",
+    ("tcp", API_PORT): "Kubernetes API",
+    ("tcp", 2379): "etcd",
+    ("tcp", 2380): "etcd peers",
+    ("tcp", 10250): "kubelet",
+    ("tcp", 10256): "kube-proxy health",
+    ("tcp", 10257): "controller-manager",
+    ("tcp", 10259): "scheduler",
+    ("udp", FLANNEL_VXLAN_PORT): "flannel VXLAN",
+}
+# NodePort traffic is DNAT'ed and passes the forward chain, not input.
+NODEPORT_RANGE = (30000, 32767)
+
+# Interfaces pod traffic arrives on (flannel's bridge and VXLAN device). Pod sources are only
+# trusted there: a spoofed pod address from the public side must not reach VXLAN or the host.
+POD_INTERFACES = ("cni0", "flannel.1")
+
+# The cloud metadata service pods must never reach (it serves user-data, which holds keys).
+METADATA_ADDRESS = "169.254.169.254"
+
+# WireGuard framing: 60 B over IPv4, 80 B over IPv6; we assume the worst (IPv6) so one MTU
+# works whatever the underlay (wg-quick also subtracts 80). VXLAN adds 50 B on top.
+WIREGUARD_OVERHEAD = 80
+VXLAN_OVERHEAD = 50

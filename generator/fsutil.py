@@ -1,0 +1,70 @@
+"""Small file-system primitives every writing stage shares: atomic replace, stale-temp cleanup, the run lock.
+
+They sit below every stage (the secrets bundle and out/ are both written through them) and import
+nothing from the pipeline but the error type.
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+from .errors import Problem, UserError
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
+    """Write data to path so that readers see either the old or the new file, never a mix."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        fsync_dir(path.parent)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def remove_stale_temps(path: Path) -> None:
+    """Temporary files a killed atomic_write left beside path (they may hold secrets).
+    Call only under the lock: a live writer's temp file looks the same."""
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):
+        with contextlib.suppress(FileNotFoundError):
+            stale.unlink()
+
+
+@contextlib.contextmanager
+def lock(path: Path) -> Iterator[None]:
+    """Exclusive lock so two runs on the same cluster cannot interleave. Fails at once, clearly."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
+            who = f" (pid {holder})" if holder.isdigit() else ""
+            raise UserError(Problem("", f"another wgkube run{who} holds {path}: it is changing this cluster's secrets or outputs",
+                                    "wait for it to finish, then run again; nothing was changed by this run")) from None
+        # Who holds it, for the message above. The lock is the flock, not this text.
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)

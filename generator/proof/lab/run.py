@@ -1,0 +1,42 @@
+"""`wgkube lab`, the whole run: build the test bed (bed.py), run the checks (checks.py), clean up."""
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+
+from ..read.cluster import from_out_dir
+from .bed import Check, Interrupted, Lab, LabResult, SetupFailed, preflight, raise_interrupted
+from .checks import run_checks
+
+
+def execute(lab: Lab) -> LabResult:
+    """Build, check, clean up (also on Ctrl-C, SIGTERM, SIGHUP)."""
+    old = {s: signal.signal(s, raise_interrupted) for s in (signal.SIGTERM, signal.SIGHUP)}
+    t0 = time.perf_counter()
+    try:
+        try:
+            lab.build()
+        except SetupFailed as exc:
+            lab.result.checks.append(Check("apply", "rendered files", "load as rendered", str(exc), False))
+            lab.result.setup_seconds = time.perf_counter() - t0
+            return lab.result
+        t1 = time.perf_counter()
+        lab.result.setup_seconds = t1 - t0
+        run_checks(lab)
+        lab.result.check_seconds = time.perf_counter() - t1
+        return lab.result
+    except KeyboardInterrupt:
+        raise Interrupted("SIGINT") from None
+    finally:
+        lab.cleanup()
+        for s, handler in old.items():
+            signal.signal(s, handler)
+        lab.result.total_seconds = time.perf_counter() - t0
+
+
+def run_lab(out_dir: Path, nat_gateways: int = 2) -> LabResult:
+    """Build, check, clean up. UserError (exit 2) for this machine or the folder, RuntimeError
+    when the lab itself cannot be built; failed checks are in the result."""
+    preflight()
+    return execute(Lab(from_out_dir(out_dir), nat_gateways))

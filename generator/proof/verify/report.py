@@ -1,0 +1,49 @@
+"""What `verify` found: the kinds of finding, one finding, the whole report."""
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+from ...facts import VXLAN_OVERHEAD, WIREGUARD_OVERHEAD
+
+MATRIX_LIMIT = 12              # print the full pair matrix up to this many members
+
+KINDS = {
+    "config": "a rendered file cannot be read as its tool would read it",
+    "peering": "a [Peer] that is not a member, or a member that does not list its peer back",
+    "overlap": "the same AllowedIPs range on two peers of one interface (WireGuard keeps only the last)",
+    "no-initiator": "two peers neither of which can start a handshake",
+    "nat-keepalive": "a member behind NAT without a PersistentKeepalive shorter than NAT mappings last: unreachable once its mapping expires",
+    "unreachable": "a ping from one member does not reach another",
+    "loop": "a packet circles between members",
+    "public-port": "the public side can reach a port the spec does not expose (or cannot reach one it does)",
+    "metadata": "pod addresses can reach the cloud metadata service",
+    "mtu": f"the MTU chain underlay -> WireGuard (-{WIREGUARD_OVERHEAD}) -> VXLAN (-{VXLAN_OVERHEAD}) does not fit",
+}
+
+
+@dataclass
+class Finding:
+    kind: str
+    where: str
+    detail: str
+    count: int = 1
+
+
+@dataclass
+class Report:
+    cluster: str
+    names: list[str]
+    pairs: int = 0
+    reachable: int = 0
+    hops: Counter = field(default_factory=Counter)
+    matrix: dict[tuple[int, int], str] | None = None
+    findings: list[Finding] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.findings
+
+    def kinds(self) -> set[str]:
+        return {f.kind for f in self.findings}

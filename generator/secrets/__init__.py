@@ -1,0 +1,14 @@
+"""Stage 3, secrets: the bundle beside the spec (keys, token, PKI), made once and never regenerated.
+
+bundle.py  load / populate missing / rekey / save atomically (0600); never rotates behind the user's back
+pki.py     CAs, client certificates, the discovery CA hash, WireGuard key pairs
+age.py     optional age encryption of the bundle
+
+The names below are the stage's public face; later stages import them from here.
+"""
+from .age import AGE_SUFFIX, Age, is_encrypted
+from .bundle import (JOIN_GROUP, SLOT_RE, Bundle, bundle_path_for, load, locate, populate, rekey, save,
+                     verify)
+
+__all__ = ["AGE_SUFFIX", "Age", "is_encrypted", "JOIN_GROUP", "SLOT_RE", "Bundle", "bundle_path_for", "load", "locate",
+           "populate", "rekey", "save", "verify"]

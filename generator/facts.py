@@ -28,8 +28,11 @@ NODEPORT_RANGE = (30000, 32767)
 # trusted there: a spoofed pod address from the public side must not reach VXLAN or the host.
 POD_INTERFACES = ("cni0", "flannel.1")
 
-# The cloud metadata service pods must never reach (it serves user-data, which holds keys).
+# The cloud metadata service pods must never reach over HTTP (it serves user-data, which holds
+# keys). On GCP the same address is the VM's DNS resolver ("Each instance has a metadata server
+# that also acts as a DNS resolver", cloud.google.com/compute/docs/internal-dns): port 53 stays open.
 METADATA_ADDRESS = "169.254.169.254"
+METADATA_DNS_PORT = 53
 
 # WireGuard framing: 60 B over IPv4, 80 B over IPv6; we assume the worst (IPv6) so one MTU
 # works whatever the underlay (wg-quick also subtracts 80). VXLAN adds 50 B on top.

@@ -33,10 +33,16 @@ class NodeFile:
 
 
 def first_boot_script(plan: Plan, member: Member) -> str:
+    """Every URL, package name and version in it comes from generator/versions.py."""
+    apt = member.package_family == "apt"
+    minor = plan.kubernetes
     return render("first-boot.sh.j2", plan=plan, member=member, runtime=kubeadm.runtime_for(member),
-                  k8s_repo=versions.PKGS_K8S_DEB.format(minor=plan.kubernetes) if member.package_family == "apt"
-                  else versions.PKGS_K8S_RPM.format(minor=plan.kubernetes),
-                  crio_repo=versions.PKGS_CRIO_RPM.format(minor=plan.kubernetes),
+                  k8s_repo=(versions.PKGS_K8S_DEB if apt else versions.PKGS_K8S_RPM).format(minor=minor),
+                  crio_repo=(versions.CRIO_DEB if apt else versions.CRIO_RPM).format(minor=minor),
+                  crio_package=versions.CRIO_PACKAGE, crio_service=versions.CRIO_SERVICE,
+                  crio_dropin=versions.CRIO_DROPIN, k8s_packages=" ".join(versions.K8S_PACKAGES),
+                  apt_packages=" ".join(versions.APT_PACKAGES), dnf_packages=" ".join(versions.DNF_PACKAGES),
+                  apt_lock_timeout=versions.APT_LOCK_TIMEOUT,
                   cri_socket=kubeadm.CRI_SOCKETS[kubeadm.runtime_for(member)],
                   flannel_image=versions.FLANNEL_IMAGE, cni_plugin_image=versions.FLANNEL_CNI_PLUGIN_IMAGE)
 

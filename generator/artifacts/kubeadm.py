@@ -19,8 +19,10 @@ from ..plan import Member, Plan
 from ..secrets import Bundle
 from .templates import render
 
-CRI_SOCKETS = {"containerd": "unix:///run/containerd/containerd.sock", "crio": "unix:///var/run/crio/crio.sock"}
-RUNTIME_FOR = {"apt": "containerd", "dnf": "crio"}
+# One container runtime story for every package family: CRI-O from its isv:cri-o repositories,
+# one minor per Kubernetes minor (generator/versions.py, docs/node-contract.md).
+CRI_SOCKETS = {"crio": versions.CRIO_SOCKET}
+RUNTIME_FOR = {"apt": "crio", "dnf": "crio"}
 
 
 class _Strict(BaseModel):
@@ -245,7 +247,8 @@ def runtime_for(member: Member) -> str:
 
 def config(plan: Plan, bundle: Bundle, member: Member) -> str:
     ctx = dict(plan=plan, member=member, api=versions.KUBEADM_API, token=bundle.token,
-               cri_socket=CRI_SOCKETS[runtime_for(member)])
+               cri_socket=CRI_SOCKETS[runtime_for(member)],
+               encryption_algorithm=versions.KUBEADM_ENCRYPTION_ALGORITHM)
     if member.role == "control-plane":
         text = render("kubeadm-init.yaml.j2", **ctx)
     else:

@@ -15,19 +15,29 @@ What is real
     /etc/wgkube/ca.crt https://<hub>:6443/readyz`` over the VPN.
 
 What is a stand-in
-    kubeadm, kubelet, kubectl and containerd inside the guests are stand-ins
-    (tests/vm/standins/, each headed "wgkube VM-test stand-in: NOT ..."), because
-    Kubernetes packages cannot be downloaded where this test runs. They record
-    their calls and config files; ``kubeadm init`` additionally serves a tiny HTTPS
-    ``/readyz`` on the InitConfiguration's advertiseAddress:6443 with a certificate
-    signed by the CA the generator gave the hub. So this test proves the node
-    assembly (order, waiting, idempotence, networking), not that Kubernetes runs.
+    kubeadm, kubelet, kubectl, crictl and CRI-O (crio) inside the guests are
+    stand-ins (tests/vm/standins/, each headed "wgkube VM-test stand-in: NOT ..."),
+    because Kubernetes packages cannot be downloaded where this test runs. They
+    record their calls and config files and refuse what the real tools refuse where
+    a first boot depends on it, each behaviour named with its upstream source in the
+    stand-in's header: kubeadm's preflight (ports, manifests, kubelet.conf, swap,
+    ip_forward, CRI socket), its reset (empties /etc/kubernetes/pki), its use of an
+    existing CA; CRI-O's config (cgroup_manager systemd, kubeadm's pause image).
+    ``kubeadm init`` serves a tiny HTTPS ``/readyz`` on the advertiseAddress:6443 with
+    a certificate signed by the hub's CA. So this test proves the node assembly
+    (order, waiting, failure and recovery, networking), not that Kubernetes runs.
 
-Timeline: workers ``pub`` and ``natted`` boot first; the hub starts
-WGKUBE_VM_HUB_DELAY (default 45) seconds later, so the workers must wait for the
-handshake and the API; then ``natted`` reboots and must come back without
-repeating any phase. Guests run under TCG (no KVM here): the whole test,
-including a cold image build, is budgeted at 10 minutes on 2 cores.
+Timeline (one boot of three guests serves every check): workers ``pub`` and
+``natted`` boot first; the hub starts WGKUBE_VM_HUB_DELAY (default 45) s later.
+Injected failures: the hub's first ``kubeadm init`` fails (after writing its
+manifests, kubelet.conf and certificates), and ``natted`` waits only
+LATE_API_TIMEOUT s for the API on its first boot, so both first boots fail, in
+the kubeadm and api phases. The test reboots both: the failed phase runs again
+(the hub resets and keeps its pre-made CA), finished phases are not repeated,
+and every node finishes; ``pub`` simply waits. Then ``pub`` reboots and must come
+back without repeating any phase. Every wait is on progress the guests report
+(a sentinel, a unit state, a new boot), bounded generously, never a fixed sleep
+except the hub's start delay. Guests run under TCG (no KVM here).
 
 Skips (with the reason) when not root or a tool is missing; fails instead when
 the environment variable CI is set.
@@ -59,6 +69,11 @@ CONTRACT = REPO / "docs" / "node-contract.md"
 IN_CI = os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
 HUB_DELAY = float(os.environ.get("WGKUBE_VM_HUB_DELAY", "45"))
 CLOCK_SLACK = 2.0  # s: guests read the host's RTC at boot; allow for second granularity
+# Failure injection (test image only): the hub's first `kubeadm init` fails like a real one timing
+# out in wait-control-plane (standins/kubeadm), and the NAT'd worker's first boot waits only this
+# long for the API (WGKUBE_API_TIMEOUT of the rendered script, set by the reporter on boot 1).
+FAIL_INIT_ONCE = "wgkube.standin_fail=init-once"
+LATE_API_TIMEOUT = 30
 
 
 def _load_qemu_module():
@@ -165,6 +180,10 @@ class Run:
     problems: list[str] = field(default_factory=list)  # soft waits that ran out
     log_dir: Path | None = None
     masqueraded: int = 0  # connections the NAT gateway translated
+    failed: dict[str, "vmq.Report"] = field(default_factory=dict)  # first boot that failed, per node
+    recovered: dict[str, "vmq.Report"] = field(default_factory=dict)  # boot after the recovery reboot
+    cycles: dict[str, list[str]] = field(default_factory=dict)  # name -> ordering-cycle lines, all boots
+    boots: dict[str, int] = field(default_factory=dict)  # name -> boots seen
 
     @property
     def hub(self) -> Node:
@@ -215,6 +234,9 @@ def run(tmp_path_factory) -> Run:
     res.timings["image build (cached)" if image.cached else "image build (cold)"] = image.build_seconds
 
     ping = "wgkube.ping=" + ",".join(n.vpn_ip for n in nodes)
+    hub_node = next(n for n in nodes if n.role == "control-plane")
+    late = next(n for n in nodes if n.behind_nat)  # the worker whose first boot fails
+    extra = {hub_node.name: FAIL_INIT_ONCE, late.name: f"wgkube.firstboot_env=WGKUBE_API_TIMEOUT={LATE_API_TIMEOUT}"}
     with vmq.Lab(log_dir=res.log_dir) as lab:
         # Segments from the rendered underlay: the NAT'd nodes' network sits behind the gateway.
         net_of = {n.name: ipaddress.ip_interface(n.address).network for n in nodes}
@@ -228,7 +250,7 @@ def run(tmp_path_factory) -> Run:
         gw = lab.nat_gateway("gw", switches[out_net], f"{out_gw}/{out_net.prefixlen}",
                              switches[in_net], f"{in_gw}/{in_net.prefixlen}")
         vms = {n.name: lab.vm(n.name, image, n.seed, [(switches[net_of[n.name]], f"52:54:00:77:00:{i:02x}")],
-                              append=ping)
+                              append=(ping + " " + extra.get(n.name, "")).strip())
                for i, n in enumerate(nodes, start=1)}
         hub = res.hub
 
@@ -253,18 +275,54 @@ def run(tmp_path_factory) -> Run:
                 return
             for w in res.workers:
                 r = vms[w.name].latest()
-                if r and "wireguard" in r.phases and "kubeadm" not in r.phases and not r.standin_calls("kubeadm"):
+                if r and "wireguard" in r.phases and "kubeadm" not in r.phases and not r.standin_calls("kubeadm", "join"):
                     res.waits_seen.setdefault(
-                        w.name, f"at uptime {r.uptime:.0f}s: phases {list(r.phases)}, no kubeadm call, hub API not up")
+                        w.name, f"at uptime {r.uptime:.0f}s: phases {list(r.phases)}, no kubeadm join, hub API not up")
+
+        # 1. The hub's first `kubeadm init` fails (injected), so its API never answers and the late
+        #    worker's shortened wait for it runs out: both first boots fail, in different phases.
+        def both_failed():
+            note_waits()
+            for n in (hub_node, late):
+                r = vms[n.name].latest()
+                if r is None or not r.unit_failed("wgkube-firstboot.service"):
+                    return False
+            return True
+
+        try:
+            vmq.wait_until(both_failed, 900, "the hub's and the late worker's first boots to fail", poll=3,
+                           check=check_all)
+        except vmq.VMTestError as exc:
+            res.problems.append(str(exc))
+        res.timings["boot until the injected failures"] = time.monotonic() - t_boot
+
+        # 2. Reboot both: the failed phase must run again (kubeadm: reset, pre-made PKI kept).
+        t_rec = time.monotonic()
+        for n in (hub_node, late):
+            r = vms[n.name].latest()
+            if r is not None and r.unit_failed("wgkube-firstboot.service"):
+                res.failed[n.name] = r
+                vms[n.name].reboot()
+
+        def recovered(name):
+            f = res.failed.get(name)
+            r = vms[name].latest()
+            if f is None:
+                return r is not None and _finished(r)
+            return r is not None and r.boot_id != f.boot_id and _finished(r)
 
         def all_finished():
             note_waits()
-            return all((r := vms[n.name].latest()) is not None and _finished(r) for n in nodes)
+            return all(recovered(n.name) for n in nodes)
 
         try:
-            vmq.wait_until(all_finished, 900, "every node to finish its first boot", poll=3, check=check_all)
+            vmq.wait_until(all_finished, 900, "every node to finish its first boot (after the recovery reboots)",
+                           poll=3, check=check_all)
         except vmq.VMTestError as exc:
             res.problems.append(str(exc))
+        for name in res.failed:
+            res.recovered[name] = vms[name].latest()
+        res.timings["recovery reboots until every node finished"] = time.monotonic() - t_rec
         res.timings["boot until every node finished first boot"] = time.monotonic() - t_boot
 
         # The spokes reach each other through the hub: give the pings a moment, then move on.
@@ -283,8 +341,9 @@ def run(tmp_path_factory) -> Run:
             res.first[n.name] = vms[n.name].latest()
         res.timings["VPN pings after first boot"] = time.monotonic() - t_ping
 
-        # Reboot the NAT'd worker: the tunnel must come back, and no phase may run again.
-        victim = next((w for w in res.workers if w.behind_nat), res.workers[0])
+        # 3. Reboot the worker that finished on its first try: the tunnel must come back, and no
+        #    phase may run again.
+        victim = next((w for w in res.workers if w.name != late.name), res.workers[0])
         before = res.first.get(victim.name)
         if before is not None and "done" in before.phases:
             res.rebooted = victim.name
@@ -303,13 +362,18 @@ def run(tmp_path_factory) -> Run:
                                not_boot_id=res.before_reboot.boot_id)
             res.timings[f"reboot of {victim.name} until the tunnel is back"] = time.monotonic() - t_reboot
             if after is not None and after.boot_id != res.before_reboot.boot_id:
-                # One more report, so a late (wrong) first-boot run would show.
-                after = _soft_wait(res, vm, lambda r, s=after.seq: r.seq > s + 1, 60, "two more reports",
-                                   boot_id=after.boot_id)
+                # Progress, not a wall: one more report after cloud-init's result, so a late (wrong)
+                # first-boot run or an ordering cycle of this boot would show.
+                after = _soft_wait(res, vm, lambda r, s=after.seq: r.seq > s and r.cloud_init_finished, 120,
+                                   "one more report after cloud-init finished", boot_id=after.boot_id)
             res.after_reboot = after
         else:
             res.problems.append(f"{victim.name} never finished its first boot: reboot step skipped")
         res.masqueraded = gw.masqueraded()
+        for n in nodes:
+            reps = vms[n.name].reports()
+            res.boots[n.name] = len({r.boot_id for r in reps})
+            res.cycles[n.name] = sorted({line for r in reps for line in r.ordering_cycles})
 
     res.timings["total (image + render + VMs)"] = time.monotonic() - t_start
     res.timings["load average at start (1 min)"] = load_start
@@ -459,10 +523,11 @@ def _standin_config(r, call) -> str:
 def test_kubeadm_init_on_hub_join_on_workers(run: Run):
     hub = run.report(run.hub.name)
     inits = hub.standin_calls("kubeadm", "init")
-    assert len(inits) == 1, f"hub: kubeadm init calls {inits}"
-    assert inits[0]["argv"] == ["init", "--config", "/etc/wgkube/kubeadm.yaml"], inits[0]["argv"]
+    # Two inits: the injected failure on the first boot, the retry after the reboot.
+    assert len(inits) == 2, f"hub: kubeadm init calls {inits}"
+    assert all(c["argv"] == ["init", "--config", "/etc/wgkube/kubeadm.yaml"] for c in inits), inits
     assert not hub.standin_calls("kubeadm", "join")
-    got = list(yaml.safe_load_all(_standin_config(hub, inits[0])))
+    got = list(yaml.safe_load_all(_standin_config(hub, inits[-1])))
     want = list(yaml.safe_load_all(run.hub.files["/etc/wgkube/kubeadm.yaml"]))
     # The first-boot script pins kubernetesVersion to the installed kubeadm's: all else as rendered.
     for docs in (got, want):
@@ -472,7 +537,7 @@ def test_kubeadm_init_on_hub_join_on_workers(run: Run):
     assert got == want, "hub: kubeadm init ran with a config other than the rendered one"
     assert hub.standin_events("apiserver-ready"), "hub: the API stand-in never became ready"
     applies = [c for c in hub.standin_calls("kubectl") if "apply" in c["argv"]]
-    assert applies and "/etc/wgkube/flannel.yaml" in applies[0]["argv"], hub.standin_calls("kubectl")
+    assert len(applies) == 1 and "/etc/wgkube/flannel.yaml" in applies[0]["argv"], hub.standin_calls("kubectl")
 
     for w in run.workers:
         r = run.report(w.name)
@@ -483,6 +548,77 @@ def test_kubeadm_init_on_hub_join_on_workers(run: Run):
             f"{w.name}: kubeadm join ran with a config other than the rendered one")
         probes = r.standin_events("join-probe")
         assert probes and probes[-1]["ok"], f"{w.name}: the join config's API endpoint did not answer: {probes}"
+
+
+def _premade_pki(node: Node) -> dict[str, str]:
+    """sha256 of the pre-made PKI files as rendered into the hub's user-data."""
+    out = {}
+    for path, content in node.files.items():
+        if path.startswith("/etc/kubernetes/pki/"):
+            out[path.removeprefix("/etc/kubernetes/pki/")] = hashlib.sha256(content.encode()).hexdigest()
+    return out
+
+
+def test_failed_kubeadm_init_is_retried_to_success_keeping_the_ca(run: Run):
+    """Injected: the hub's first init fails after writing manifests, kubelet.conf and certificates
+    (as one timing out in wait-control-plane does). The reboot runs the kubeadm phase again: the
+    script resets (the stand-in's reset empties /etc/kubernetes/pki like the real one) and puts the
+    pre-made CAs and SA keys back, so init passes the stand-in's preflight and the CA is unchanged."""
+    name = run.hub.name
+    failed, after = run.failed.get(name), run.recovered.get(name)
+    assert failed is not None, f"{name}: its first boot did not fail as injected ({'; '.join(run.problems)})"
+    assert failed.standin_events("init-failed-injected"), failed.standin_records
+    assert "kubeadm" not in failed.phases and "api" in failed.phases, failed.phases
+    assert after is not None and after.boot_id != failed.boot_id and "done" in after.phases, (
+        f"{name}: no finished boot after the recovery reboot: {after and after.phases}")
+    calls = [c for c in after.standin_calls("kubeadm") if c["sub"] in ("init", "reset")]
+    assert [c["sub"] for c in calls] == ["init", "reset", "init"], [c["argv"] for c in calls]
+    assert "--force" in calls[1]["argv"] and calls[1]["boot_id"] == after.boot_id
+    assert not after.standin_events("preflight-refused"), after.standin_events("preflight-refused")
+    # Finished phases are not repeated: their sentinels are the first boot's.
+    for phase, t in failed.phases.items():
+        assert after.phases.get(phase) == t, f"{name}: phase {phase} ran again ({t} -> {after.phases.get(phase)})"
+    want = _premade_pki(run.hub)
+    assert len(want) == 8, want
+    got = after.pki
+    assert {k: got.get(k) for k in want} == want, f"{name}: the pre-made PKI changed across reset + retry: {got}"
+    assert "apiserver.crt" in got, f"{name}: no apiserver certificate after the retried init: {got}"
+
+
+def test_failed_worker_first_boot_recovers_by_reboot(run: Run):
+    """The NAT'd worker waits only LATE_API_TIMEOUT s for the API on its first boot; the hub's API
+    is not up (its init failed), so the api phase fails. After a reboot the api phase runs again
+    and the node joins; the phases it had finished keep their first-boot sentinels."""
+    late = next(w for w in run.workers if w.behind_nat)
+    failed, after = run.failed.get(late.name), run.recovered.get(late.name)
+    assert failed is not None, f"{late.name}: its first boot did not fail ({'; '.join(run.problems)})"
+    assert "api" not in failed.phases and "handshake" in failed.phases, failed.phases
+    assert f"FAILED in phase api on {late.name}" in failed.text("firstboot-log"), failed.text("firstboot-log")
+    assert not failed.standin_calls("kubeadm", "join")
+    assert after is not None and after.boot_id != failed.boot_id and list(after.phases) == contract_phases(), (
+        f"{late.name}: after the reboot: {after and after.phases}")
+    for phase, t in failed.phases.items():
+        assert after.phases[phase] == t, f"{late.name}: phase {phase} ran again"
+    assert "phase handshake: already done, skipped" in after.text("firstboot-log")
+    assert after.units["wgkube-firstboot.service"]["Result"] == "success"
+
+
+def test_no_ordering_cycle_in_any_guest_boot(run: Run):
+    """systemd logs 'Found ordering cycle' and deletes a job to break it (the old first-boot unit
+    did so on every boot after the first): no boot of any guest may show one."""
+    for name in run.nodes:
+        assert run.boots.get(name, 0) >= 2, f"{name}: only {run.boots.get(name)} boot(s) seen"
+        assert run.cycles.get(name) == [], f"{name}: ordering cycles:\n" + "\n".join(run.cycles[name])
+
+
+def test_runtime_configured_as_kubeadm_expects(run: Run):
+    """The stand-in CRI-O refuses to start without cgroup_manager systemd or with another pause
+    image than kubeadm lists: it must be running, with the first boot's drop-in."""
+    for name in run.nodes:
+        r = run.report(name)
+        assert r.units.get("crio.service", {}).get("ActiveState") == "active", f"{name}: {r.units.get('crio.service')}"
+        starts = r.standin_calls("crio")
+        assert starts and starts[-1].get("refused") == [], f"{name}: crio stand-in: {starts}"
 
 
 def test_kubeadm_preflight_would_pass(run: Run):
@@ -520,6 +656,7 @@ def test_workers_joined_only_after_the_api_answered(run: Run):
 
 def test_reboot_repeats_nothing(run: Run):
     assert run.rebooted, "; ".join(run.problems)
+    assert run.after_reboot is not None and run.after_reboot.ordering_cycles == [], run.after_reboot
     name, before, after = run.rebooted, run.before_reboot, run.after_reboot
     assert after is not None and after.boot_id != before.boot_id and after.bootcount == before.bootcount + 1, (
         f"{name}: no report from a second boot ({'; '.join(run.problems)})")

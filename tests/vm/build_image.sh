@@ -14,7 +14,7 @@
 # The last line on stdout is the image directory; progress goes to stderr.
 # Needs root, debootstrap and mke2fs (e2fsprogs >= 1.43 for -d).
 #
-# kubeadm, kubelet, kubectl and containerd in the image are stand-ins
+# kubeadm, kubelet, kubectl, crictl and crio (CRI-O) in the image are stand-ins
 # (standins/): Kubernetes packages cannot be downloaded on the build host.
 set -euo pipefail
 
@@ -152,14 +152,19 @@ rm -f "$rootfs/var/lib/dbus/machine-id"
 chroot "$rootfs" passwd -d root >/dev/null
 
 # Stand-ins for the Kubernetes packages (see standins/*: each says NOT the real one).
-for b in kubeadm kubelet kubectl containerd; do
+for b in kubeadm kubelet kubectl crictl crio; do
     install -m 0755 "$here/standins/$b" "$rootfs/usr/bin/$b"
 done
 install -d "$rootfs/usr/lib/wgkube-test"
 install -m 0755 "$here/standins/standin-apiserver.py" "$rootfs/usr/lib/wgkube-test/standin-apiserver.py"
 install -m 0644 "$here/standins/standin_record.py" "$rootfs/usr/lib/wgkube-test/standin_record.py"
 install -m 0644 "$here/standins/kubelet.service" "$rootfs/lib/systemd/system/kubelet.service"
-install -m 0644 "$here/standins/containerd.service" "$rootfs/lib/systemd/system/containerd.service"
+install -m 0644 "$here/standins/crio.service" "$rootfs/lib/systemd/system/crio.service"
+# Test image only: the reporter writes /run/wgkube-test/firstboot.env on the first boot from
+# wgkube.firstboot_env= on the kernel command line (e.g. a shortened WGKUBE_API_TIMEOUT).
+install -d "$rootfs/etc/systemd/system/wgkube-firstboot.service.d"
+printf '# wgkube VM-test image only: NOT rendered by wgkube.\n[Service]\nEnvironmentFile=-/run/wgkube-test/firstboot.env\n' \
+    >"$rootfs/etc/systemd/system/wgkube-firstboot.service.d/50-wgkube-test.conf"
 
 # The test reporter: writes a status block to the second serial port.
 install -m 0755 "$here/guest/wgkube-test-reporter" "$rootfs/usr/lib/wgkube-test/reporter"
@@ -168,8 +173,8 @@ install -m 0644 "$here/guest/wgkube-test-reporter.service" \
 
 wants="$rootfs/etc/systemd/system/multi-user.target.wants"
 install -d "$wants"
-# Like the real packages: kubelet and containerd are enabled on install.
-for unit in kubelet.service containerd.service wgkube-test-reporter.service \
+# Like the real package: kubelet is enabled on install (crio: by the first boot).
+for unit in kubelet.service wgkube-test-reporter.service \
             systemd-networkd.service systemd-resolved.service; do
     ln -sf "/lib/systemd/system/$unit" "$wants/$unit"
 done

@@ -309,6 +309,21 @@ class Report:
                 out[parts[1]] = parts[2] == "loaded"
         return out
 
+    @property
+    def pki(self) -> dict[str, str]:
+        """/etc/kubernetes/pki file (relative) -> sha256, from section pki."""
+        out = {}
+        for line in self.sections.get("pki", []):
+            parts = line.split()
+            if len(parts) == 2 and len(parts[0]) == 64:
+                out[parts[1]] = parts[0]
+        return out
+
+    @property
+    def ordering_cycles(self) -> list[str]:
+        """systemd's 'ordering cycle' journal lines of this boot (empty when there was none)."""
+        return [line for line in self.sections.get("ordering-cycles", []) if line.strip()]
+
     def unit_failed(self, unit: str) -> bool:
         return self.units.get(unit, {}).get("ActiveState") == "failed"
 

@@ -14,7 +14,12 @@ import os
 import shutil
 import time
 
-RECORD_DIR = "/var/lib/wgkube-standin"
+RECORD_DIR = os.environ.get("WGKUBE_STANDIN_ROOT", "") + "/var/lib/wgkube-standin"
+
+# What the stand-in kubeadm says it is, and the sandbox image it expects of the runtime
+# (`kubeadm config images list`); the stand-in runtime refuses any other pause image.
+STANDIN_VERSION = "v1.37.0-wgkube-standin"
+PAUSE_IMAGE = "registry.k8s.io/pause:3.10.1"
 CALLS = os.path.join(RECORD_DIR, "calls.jsonl")
 
 

@@ -1,0 +1,188 @@
+"""The VM test's stand-ins refuse what the real tools refuse (issue 11). Run on the host against a
+fake root (WGKUBE_STANDIN_ROOT prefixes every path they read or write), so each refusal is
+checked on its own; tests/test_vm.py then relies on them inside the guests."""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import need
+
+STANDINS = Path(__file__).resolve().parent / "vm" / "standins"
+sys.path.insert(0, str(STANDINS))
+from standin_record import PAUSE_IMAGE  # noqa: E402
+
+CRI = "unix:///var/run/crio/crio.sock"
+INIT = f"""apiVersion: kubeadm.k8s.io/v1beta4
+kind: InitConfiguration
+localAPIEndpoint: {{advertiseAddress: "10.9.0.1", bindPort: 6443}}
+nodeRegistration: {{name: hub, criSocket: "{CRI}"}}
+---
+apiVersion: kubeadm.k8s.io/v1beta4
+kind: ClusterConfiguration
+encryptionAlgorithm: ECDSA-P256
+"""
+JOIN = f"""apiVersion: kubeadm.k8s.io/v1beta4
+kind: JoinConfiguration
+discovery:
+  file: {{kubeConfigPath: /etc/wgkube/join.kubeconfig}}
+nodeRegistration: {{name: w, criSocket: "{CRI}"}}
+"""
+HEADER = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n"
+
+
+class Root:
+    """A fake machine: /proc facts of a host kubeadm would accept, a listening CRI socket."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.put("/proc/sys/net/ipv4/ip_forward", "1\n")
+        self.put("/proc/sys/net/bridge/bridge-nf-call-iptables", "1\n")
+        self.put("/proc/swaps", "Filename\tType\tSize\tUsed\tPriority\n")
+        self.put("/proc/net/tcp", HEADER)
+        self.put("/proc/net/tcp6", HEADER)
+        self.put("/proc/cmdline", "root=/dev/vda\n")
+        self.put("/etc/wgkube/kubeadm.yaml", INIT)
+        self.put("/etc/wgkube/join.yaml", JOIN)
+        (path / "var/lib/wgkube-standin").mkdir(parents=True, exist_ok=True)
+        sock = path / "var/run/crio/crio.sock"
+        sock.parent.mkdir(parents=True, exist_ok=True)
+        self.cri = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.cri.bind(str(sock))
+        self.cri.listen(8)
+
+    def put(self, rel: str, text: str) -> Path:
+        p = self.path / rel.lstrip("/")
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(text)
+        return p
+
+    def listen(self, port: int) -> None:
+        line = f"   0: 00000000:{port:04X} 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1\n"
+        self.put("/proc/net/tcp", HEADER + line)
+
+    def run(self, tool: str, *args: str) -> subprocess.CompletedProcess:
+        env = {**os.environ, "WGKUBE_STANDIN_ROOT": str(self.path), "WGKUBE_STANDIN_LIB": str(STANDINS)}
+        return subprocess.run([sys.executable, str(STANDINS / tool), *args], capture_output=True, text=True,
+                              env=env, timeout=60)
+
+    def kubeadm(self, *args: str) -> subprocess.CompletedProcess:
+        return self.run("kubeadm", *args)
+
+
+@pytest.fixture
+def root(tmp_path):
+    need("openssl")
+    r = Root(tmp_path / "r")
+    yield r
+    r.cri.close()
+
+
+def init(root: Root) -> subprocess.CompletedProcess:
+    return root.kubeadm("init", "--config", str(root.path / "etc/wgkube/kubeadm.yaml"))
+
+
+def test_init_passes_preflight_on_a_clean_machine_and_makes_a_ca(root):
+    proc = init(root)
+    assert proc.returncode == 0, proc.stderr
+    assert "Generating \"ca\"" in proc.stdout
+    for f in ("etc/kubernetes/pki/ca.crt", "etc/kubernetes/pki/apiserver.crt", "etc/kubernetes/manifests/etcd.yaml",
+              "etc/kubernetes/kubelet.conf", "etc/kubernetes/admin.conf"):
+        assert (root.path / f).exists(), f
+    key = subprocess.run(["openssl", "x509", "-noout", "-text", "-in", str(root.path / "etc/kubernetes/pki/apiserver.crt")],
+                         capture_output=True, text=True).stdout
+    assert "id-ecPublicKey" in key, "encryptionAlgorithm ECDSA-P256 gives ECDSA leaf keys"
+
+
+@pytest.mark.parametrize("breakage, error", [
+    (lambda r: r.listen(6443), "[ERROR Port-6443]: Port 6443 is in use"),
+    (lambda r: r.listen(10250), "[ERROR Port-10250]: Port 10250 is in use"),
+    (lambda r: r.put("/etc/kubernetes/manifests/kube-apiserver.yaml", "x"),
+     "[ERROR FileAvailable--etc-kubernetes-manifests-kube-apiserver.yaml]"),
+    (lambda r: r.put("/var/lib/etcd/member/x", "x"), "[ERROR DirAvailable--var-lib-etcd]"),
+    (lambda r: r.put("/proc/swaps", "Filename\tType\n/swapfile file 1 0 -2\n"), "[ERROR Swap]"),
+    (lambda r: r.put("/proc/sys/net/ipv4/ip_forward", "0\n"), "[ERROR FileContent--proc-sys-net-ipv4-ip_forward]"),
+    (lambda r: r.cri.close(), "[ERROR CRI]: container runtime is not running"),
+])
+def test_init_refuses_where_real_preflight_does(root, breakage, error):
+    breakage(root)
+    proc = init(root)
+    assert proc.returncode == 1 and error in proc.stderr, proc.stderr
+    assert not (root.path / "etc/kubernetes/admin.conf").exists(), "preflight refusals touch nothing"
+
+
+@pytest.mark.parametrize("breakage, error", [
+    (lambda r: r.put("/etc/kubernetes/kubelet.conf", "x"), "[ERROR FileAvailable--etc-kubernetes-kubelet.conf]"),
+    (lambda r: r.put("/etc/kubernetes/pki/ca.crt", "x"), "[ERROR FileAvailable--etc-kubernetes-pki-ca.crt]"),
+    (lambda r: r.listen(10250), "[ERROR Port-10250]"),
+    (lambda r: r.put("/proc/sys/net/ipv4/ip_forward", "0\n"), "[ERROR FileContent--proc-sys-net-ipv4-ip_forward]"),
+])
+def test_join_refuses_where_real_preflight_does(root, breakage, error):
+    ok = root.kubeadm("join", "--config", str(root.path / "etc/wgkube/join.yaml"))
+    assert ok.returncode == 0, ok.stderr
+    (root.path / "etc/kubernetes/kubelet.conf").unlink()
+    breakage(root)
+    proc = root.kubeadm("join", "--config", str(root.path / "etc/wgkube/join.yaml"))
+    assert proc.returncode == 1 and error in proc.stderr, proc.stderr
+
+
+def test_missing_br_netfilter_is_not_a_preflight_error(root):
+    """kubeadm dropped the bridge-nf-call-iptables check (kubernetes/kubernetes#123464, v1.30)."""
+    (root.path / "proc/sys/net/bridge/bridge-nf-call-iptables").unlink()
+    assert init(root).returncode == 0
+
+
+def test_a_failed_init_blocks_the_retry_until_reset_which_empties_pki(root):
+    pki = root.path / "etc/kubernetes/pki"
+    pki.mkdir(parents=True)
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                    "-keyout", str(pki / "ca.key"), "-out", str(pki / "ca.crt"), "-days", "2", "-subj", "/CN=pre-made"],
+                   check=True, capture_output=True)
+    premade = (pki / "ca.crt").read_bytes()
+    root.put("/proc/cmdline", "root=/dev/vda wgkube.standin_fail=init-once\n")
+    first = init(root)
+    assert first.returncode == 1 and "wait-control-plane" in first.stderr, first.stderr
+    assert "Using existing ca" in first.stdout and (pki / "ca.crt").read_bytes() == premade
+    again = init(root)
+    assert again.returncode == 1 and "FileAvailable--etc-kubernetes-manifests" in again.stderr, again.stderr
+    assert root.kubeadm("reset").returncode == 1, "reset asks for confirmation without --force"
+    assert root.kubeadm("reset", "--force").returncode == 0
+    assert not list(pki.iterdir()), "kubeadm reset empties the certificates directory"
+    assert not (root.path / "etc/kubernetes/kubelet.conf").exists()
+    third = init(root)
+    assert third.returncode == 0, third.stderr
+    assert "Generating \"ca\"" in third.stdout, "without the pre-made CA put back, init makes a new one"
+    assert (pki / "ca.crt").read_bytes() != premade
+
+
+def test_config_images_list_names_the_pause_image_the_runtime_wants(root):
+    proc = root.kubeadm("config", "images", "list", "--kubernetes-version", "v1.37.0")
+    assert PAUSE_IMAGE in proc.stdout.split()
+
+
+@pytest.mark.parametrize("conf, ok, why", [
+    (f'[crio.runtime]\ncgroup_manager = "systemd"\n[crio.image]\npause_image = "{PAUSE_IMAGE}"\n', True, ""),
+    (f'[crio.image]\npause_image = "{PAUSE_IMAGE}"\n', False, "cgroup_manager"),
+    (f'[crio.runtime]\ncgroup_manager = "cgroupfs"\n[crio.image]\npause_image = "{PAUSE_IMAGE}"\n', False, "cgroup_manager"),
+    ('[crio.runtime]\ncgroup_manager = "systemd"\n[crio.image]\npause_image = "registry.k8s.io/pause:3.9"\n', False,
+     "pause_image"),
+    ("[crio.runtime\n", False, "not TOML"),
+])
+def test_runtime_refuses_without_systemd_cgroups_or_with_another_pause_image(root, conf, ok, why):
+    root.put("/etc/crio/crio.conf.d/20-wgkube.conf", conf)
+    proc = root.run("crio", "--check")
+    assert (proc.returncode == 0) == ok, proc.stderr
+    assert why in proc.stderr
+
+
+def test_runtime_drop_ins_override_in_lexical_order(root):
+    root.put("/etc/crio/crio.conf", '[crio.runtime]\ncgroup_manager = "cgroupfs"\n')
+    root.put("/etc/crio/crio.conf.d/10-a.conf", '[crio.image]\npause_image = "x"\n')
+    root.put("/etc/crio/crio.conf.d/20-wgkube.conf",
+             f'[crio.runtime]\ncgroup_manager = "systemd"\n[crio.image]\npause_image = "{PAUSE_IMAGE}"\n')
+    assert root.run("crio", "--check").returncode == 0

@@ -21,6 +21,9 @@ VPN_ONLY_PORTS = {
     ("tcp", 10259): "scheduler",
     ("udp", FLANNEL_VXLAN_PORT): "flannel VXLAN",
 }
+# What an admin (a laptop with a VPN key) may reach over the VPN besides the API on the hub: SSH
+# (the day-two rollouts run over it). Nothing else: not etcd, not a kubelet, not NodePorts.
+ADMIN_PORTS = (22,)
 # NodePort traffic is DNAT'ed and passes the forward chain, not input.
 NODEPORT_RANGE = (30000, 32767)
 

@@ -1,12 +1,23 @@
-"""nftables ruleset: one table of our own; public side sees the WireGuard port and nothing else."""
+"""nftables ruleset: one table of our own; public side sees the WireGuard port and nothing else.
+
+On the VPN side by role (docs/node-contract.md): nodes reach each other's cluster ports; admins
+reach the API on the hub and SSH, nothing else; nothing opens a connection to an admin. Every
+packet between two members passes the hub (hub and spoke), so the admin rules live in the hub's
+ruleset only: a worker's ruleset does not change when admins come and go. Forwarding only between
+the VPN and the pod interfaces (the hub relays VPN to VPN); SYNs into the tunnel get their MSS
+clamped to the route's MTU, so a smaller path MTU cannot black-hole TLS.
+"""
 from __future__ import annotations
 
-from ..facts import METADATA_ADDRESS, METADATA_DNS_PORT, POD_INTERFACES
+from ..facts import ADMIN_PORTS, API_PORT, METADATA_ADDRESS, METADATA_DNS_PORT, POD_INTERFACES
 from ..plan import Member, Plan
 from .templates import render
 
 
 def ruleset(plan: Plan, member: Member) -> str:
+    admins = [a.vpn_ip for a in plan.admins] if member.name == plan.hub else []
     return render("firewall.nft.j2", plan=plan, member=member, listen_port=plan.listen_port(member),
                   metadata=METADATA_ADDRESS, metadata_dns_port=METADATA_DNS_PORT,
+                  admins=", ".join(admins), admin_ports=", ".join(str(p) for p in sorted({*ADMIN_PORTS, API_PORT})),
+                  relay_admin_ports=", ".join(str(p) for p in sorted(ADMIN_PORTS)),
                   pod_ifaces=", ".join(f'"{i}"' for i in POD_INTERFACES))

@@ -7,7 +7,8 @@
    WireGuard port's accept counter moves; other ports stay silent (no ICMP port-unreachable,
    which an accepted packet without a listener would draw) and the final drop counter moves.
 4. public TCP to every VPN-only port (facts.VPN_ONLY_PORTS) and NodePort 30080 time out (listeners
-   are running on them), unless the spec exposes the port; the same listeners answer over the VPN.
+   are running on them), unless the spec exposes the port; the same listeners answer a node over
+   the VPN, and an admin only on the API (hub) and SSH: its etcd, kubelet and NodePort probes time out.
 5. DNAT: public TCP to the stand-in NodePort (DNAT'ed to the node's pod, like kube-proxy) is
    dropped by the forward chain unless exposed; over the VPN it reaches the pod.
 6. pods: the pod namespace reaches an internet address (control) but not 169.254.169.254.
@@ -17,7 +18,7 @@ from __future__ import annotations
 import json
 import subprocess
 
-from ...facts import VPN_ONLY_PORTS
+from ...facts import ADMIN_PORTS, API_PORT, VPN_ONLY_PORTS
 from ..read.wgconf import parse_wg_quick
 from .bed import PROBE, PYTHON, Check, Lab, wait_ready
 from .net import DNAT_PORT, METADATA, POD_PORT, ROUTER
@@ -149,13 +150,22 @@ def run_checks(lab: Lab) -> None:
                              ("public", s.name, port)))
     probes.add(topo.internet, internet)
     by_source: dict[str, list] = {}
+    admin = next((a for a in sites if a.member.kind == "admin" and a.name in vpn), None)
     for s in nodes:
-        src = _vpn_source(sites, hub, s)
-        if src is None or s.name not in vpn:
+        if s.name not in vpn:
             continue
+        src = _vpn_source(sites, hub, s)
         for port in _listen_ports(s.member) + [DNAT_PORT]:
-            by_source.setdefault(src.ns, []).append(
-                ({"kind": "tcp", "host": vpn[s.name], "port": port, "timeout": PING_TIMEOUT}, ("vpn", s.name, port, src.name)))
+            if src is not None:
+                by_source.setdefault(src.ns, []).append(
+                    ({"kind": "tcp", "host": vpn[s.name], "port": port, "timeout": PING_TIMEOUT},
+                     ("vpn", s.name, port, src.name, True)))
+            if admin is not None:
+                # An admin reaches the API on the hub and SSH, nothing else (etcd, kubelet, NodePorts).
+                want = port in ADMIN_PORTS or (s is hub and port == API_PORT)
+                by_source.setdefault(admin.ns, []).append(
+                    ({"kind": "tcp", "host": vpn[s.name], "port": port, "timeout": PING_TIMEOUT if want else PUBLIC_TIMEOUT},
+                     ("vpn", s.name, port, admin.name, want)))
     for ns, targets in by_source.items():
         probes.add(ns, targets)
     for s in nodes:
@@ -171,13 +181,11 @@ def lab_listen_port(lab: Lab, site) -> int | None:
 
 
 def _vpn_source(sites, hub, target):
-    """Who proves the listeners answer over the VPN: an admin laptop if any, else the hub (or a node for the hub)."""
-    admin = next((s for s in sites if s.member.kind == "admin"), None)
-    if admin is not None:
-        return admin
+    """Which node proves the listeners answer over the VPN: the hub, or another node for the hub
+    (through the hub's relay when it is behind NAT)."""
     if target is not hub:
         return hub
-    return next((s for s in sites if s is not hub), None)
+    return next((s for s in sites if s is not hub and s.member.kind == "node"), None)
 
 
 def _start_listeners(lab: Lab, nodes) -> None:
@@ -232,9 +240,10 @@ def _main_checks(lab: Lab, results, before, after) -> None:
             label = f"{name} :{port}" + (" (DNAT to pod)" if port == DNAT_PORT else "")
             checks.append(Check("public tcp", label, want, got, got == want))
         elif kind == "vpn":
-            _, name, port, src = key
+            _, name, port, src, reach = key
             label = f"{src} -> {name} :{port}" + (" (DNAT to pod)" if port == DNAT_PORT else "")
-            checks.append(Check("vpn tcp", label, "connected", got, got == "connected"))
+            want = "connected" if reach else "timeout"
+            checks.append(Check("vpn tcp" if reach else "vpn tcp (admin)", label, want, got, got == want))
         elif kind == "metadata":
             checks.append(Check("pod", f"pod on {key[1]} -> {METADATA}:80", "timeout", got, got == "timeout"))
         elif kind == "egress":

@@ -292,6 +292,12 @@ def parse_rule(toks: list[str], text: str, lineno: int) -> Rule:
         if t in ("counter", "log", "comment", "limit", "notrack"):
             i = _skip_statement(toks, i)
             continue
+        if toks[i:i + 4] == ["tcp", "option", "maxseg", "size"] and "set" in toks[i + 4:i + 5]:
+            # MSS clamping (`... size set rt mtu` or `... size set 1360`): rewrites the packet,
+            # decides nothing.
+            i += 5
+            i += 2 if toks[i:i + 1] == ["rt"] else 1
+            continue
         if t in VERDICTS:
             verdict = t
             if t in ("jump", "goto"):

@@ -11,11 +11,12 @@ from ..read.nftables import Ruleset
 from ..read.wgconf import WgConfig, parse_wg_quick
 from .firewall import Exposure, forwarding_enabled
 from .reachability import Reachability
+from .roles import RolePorts
 from .report import Finding
 from .routing import Routing
 
 
-class Simulation(Routing, Exposure, Reachability):
+class Simulation(Routing, Exposure, Reachability, RolePorts):
     def __init__(self, cluster: Cluster):
         self.c = cluster
         self.m: list[MemberFiles] = cluster.members
@@ -33,6 +34,7 @@ class Simulation(Routing, Exposure, Reachability):
         self._identities()
         self._tables()
         self._edges()
+        self._role_ports()
 
     def add(self, kind: str, where: str, detail: str, count: int = 1) -> None:
         self.findings.append(Finding(kind, where, detail, count))

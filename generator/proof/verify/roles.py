@@ -1,0 +1,63 @@
+"""The VPN side by role: nodes reach each other's cluster ports; admins reach the API on the hub
+and SSH, nothing else (not etcd, not a kubelet); nothing opens a connection to an admin. In the
+hub-and-spoke topology every packet between two members passes the hub, so the hub's forward
+chain and the destination's input chain decide; one member per distinct ruleset stands for all."""
+from __future__ import annotations
+
+from ...facts import ADMIN_PORTS, API_PORT, VPN_ONLY_PORTS
+from ..read.nftables import Packet
+
+CLUSTER_TCP = sorted(port for proto, port in VPN_ONLY_PORTS if proto == "tcp")
+
+
+class RolePorts:
+    """Mixed into the simulation after the routing tables exist."""
+
+    def _reaches(self, hub: int, s: int, d: int, port: int) -> bool:
+        iface, a = self.iface, self.addr
+        if s != hub and d != hub:
+            rs = self.fw[hub]
+            if not self.fwd_on[hub] or (rs is not None and not rs.verdict(
+                    "forward", Packet(iface, iface, a[s], a[d], "tcp", port, 40000))):
+                return False
+        rs = self.fw[d]
+        return rs is None or rs.verdict("input", Packet(iface, None, a[s], a[d], "tcp", port, 40000))
+
+    def _role_ports(self) -> None:
+        hub = next((i for i, m in enumerate(self.m) if m.role == "control-plane" and m.endpoint_host), None)
+        if hub is None or self.addr[hub] is None:
+            return
+        nodes = [i for i, m in enumerate(self.m) if m.kind == "node" and self.addr[i] is not None]
+        admins = [i for i, m in enumerate(self.m) if m.kind == "admin" and self.addr[i] is not None]
+        # One destination per distinct ruleset (workers without `expose` share one), the hub always.
+        reps: dict[int, int] = {}
+        for i in nodes:
+            reps.setdefault(id(self.fw[i]), i)
+        targets = sorted({hub, *reps.values()})
+        names = self.names
+        for s in admins:
+            for d in targets:
+                allowed = set(ADMIN_PORTS) | ({API_PORT} if d == hub else set())
+                wrong = [p for p in CLUSTER_TCP if self._reaches(hub, s, d, p) != (p in allowed)]
+                extra = [p for p in wrong if p not in allowed]
+                if extra:
+                    self.add("role-port", names[s], f"the admin reaches {names[d]} on tcp {', '.join(map(str, extra))} "
+                             f"(admins may reach only the API on the hub and SSH)")
+                missing = [p for p in wrong if p in allowed]
+                if missing:
+                    self.add("role-port", names[s], f"the admin cannot reach {names[d]} on tcp "
+                             f"{', '.join(map(str, missing))} over the VPN")
+            # Relayed by the hub (a worker, or a pod behind it; the hub's own processes are trusted).
+            for src in sorted(set(reps.values()) - {hub}):
+                if self._reaches(hub, src, s, 22):
+                    self.add("role-port", names[src], f"opens a connection to the admin {names[s]} (tcp 22): "
+                             "nothing on the VPN may start one toward an admin")
+        for s in sorted({hub, *reps.values()}):
+            for d in targets:
+                if d == s:
+                    continue
+                ports = CLUSTER_TCP if d == hub else [p for p in CLUSTER_TCP if p not in (API_PORT, 2379, 2380, 10257, 10259)]
+                blocked = [p for p in ports if not self._reaches(hub, s, d, p)]
+                if blocked:
+                    self.add("role-port", names[s], f"cannot reach {names[d]} on tcp {', '.join(map(str, blocked))} "
+                             "over the VPN (nodes reach each other's cluster ports)")

@@ -310,8 +310,13 @@ def test_plan_writes_nothing_shows_no_keys_and_predicts_the_render(tmp_path):
         for rel, f in member["files"].items():
             expect = {"new": "new", "removed": "removed", "changed": "changed"}.get(f["status"])
             assert (rel in actual[expect]) if expect else (rel not in set().union(*actual.values())), (name, rel, f)
-    assert predicted["members"]["hub"]["files"]["nodes/hub/user-data"]["inner"] == [
+    # The hub's ruleset names the admins (issue 11: they reach only the API and SSH): adding one
+    # changes it too, a file read at boot.
+    inner = predicted["members"]["hub"]["files"]["nodes/hub/user-data"]["inner"]
+    assert sorted(inner, key=lambda f: f["path"]) == [
+        {"path": "/etc/wgkube/firewall.nft", "status": "changed", "category": "boot"},
         {"path": "/etc/wireguard/wg0.conf", "status": "changed", "category": "live"}]
+    assert "hub hub: files read at boot change (/etc/wgkube/firewall.nft)" in text
     assert predicted["hub_must_update"]
 
 

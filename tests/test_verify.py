@@ -139,7 +139,7 @@ def test_hub_without_ip_forward_relays_nothing(example):
 
 def test_hub_forward_chain_without_wg_accept_relays_nothing(example):
     hub = example.member("hub")
-    fw = hub.firewall.replace('        iifname "wg0" accept comment "VPN members, and the hub relaying between spokes"\n', "")
+    fw = hub.firewall.replace('        iifname "wg0" oifname { "wg0", "cni0", "flannel.1" } accept comment "VPN to VPN (the hub relays) and to pods"\n', "")
     assert fw != hub.firewall
     report = verify(example.with_member("hub", firewall=fw))
     assert kinds(report) == {"unreachable"}

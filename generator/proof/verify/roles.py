@@ -13,15 +13,15 @@ CLUSTER_TCP = sorted(port for proto, port in VPN_ONLY_PORTS if proto == "tcp")
 class RolePorts:
     """Mixed into the simulation after the routing tables exist."""
 
-    def _reaches(self, hub: int, s: int, d: int, port: int) -> bool:
+    def _reaches(self, hub: int, s: int, d: int, port: int | None, proto: str = "tcp") -> bool:
         iface, a = self.iface, self.addr
         if s != hub and d != hub:
             rs = self.fw[hub]
             if not self.fwd_on[hub] or (rs is not None and not rs.verdict(
-                    "forward", Packet(iface, iface, a[s], a[d], "tcp", port, 40000))):
+                    "forward", Packet(iface, iface, a[s], a[d], proto, port, 40000))):
                 return False
         rs = self.fw[d]
-        return rs is None or rs.verdict("input", Packet(iface, None, a[s], a[d], "tcp", port, 40000))
+        return rs is None or rs.verdict("input", Packet(iface, None, a[s], a[d], proto, port, 40000))
 
     def _role_ports(self) -> None:
         hub = next((i for i, m in enumerate(self.m) if m.role == "control-plane" and m.endpoint_host), None)
@@ -44,7 +44,7 @@ class RolePorts:
                     self.add("role-port", names[s], f"the admin reaches {names[d]} on tcp {', '.join(map(str, extra))} "
                              f"(admins may reach only the API on the hub and SSH)")
                 missing = [p for p in wrong if p in allowed]
-                if missing:
+                if missing and self._reaches(hub, s, d, None, "icmp"):  # else: unreachable says it
                     self.add("role-port", names[s], f"the admin cannot reach {names[d]} on tcp "
                              f"{', '.join(map(str, missing))} over the VPN")
             # Relayed by the hub (a worker, or a pod behind it; the hub's own processes are trusted).
@@ -57,6 +57,8 @@ class RolePorts:
                 if d == s:
                     continue
                 ports = CLUSTER_TCP if d == hub else [p for p in CLUSTER_TCP if p not in (API_PORT, 2379, 2380, 10257, 10259)]
+                if not self._reaches(hub, s, d, None, "icmp"):
+                    continue  # no path at all: the pair walk reports it (unreachable)
                 blocked = [p for p in ports if not self._reaches(hub, s, d, p)]
                 if blocked:
                     self.add("role-port", names[s], f"cannot reach {names[d]} on tcp {', '.join(map(str, blocked))} "

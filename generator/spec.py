@@ -8,19 +8,21 @@ spec path of the field it is about and, where known, its line.
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
+import stat
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
 from . import versions
-from .errors import Problem, UserError
+from .errors import Problem, UserError, shown
 
 DNS_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 HOSTNAME = re.compile(r"^(?=.{1,253}$)([a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)(\.[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)*$")
-EXPOSE = re.compile(r"^(\d{1,5})(?:-(\d{1,5}))?/(tcp|udp)$")
+EXPOSE = re.compile(r"^([0-9]{1,5})(?:-([0-9]{1,5}))?/(tcp|udp)$")
 
 OS_FAMILIES = {
     "ubuntu-22.04": "apt",
@@ -39,17 +41,74 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-Port = Annotated[int, Field(ge=1, le=65535)]
+# --------------------------------------------------------------------------- allow-lists
+# Every free-text value that reaches a generated file is checked here against what its
+# consumer accepts (an allow-list of characters and shapes, never a list of bad characters);
+# the generators then write it with an encoder for their format (artifacts/encode.py).
+# ASCII only: Python's \d and str.isdigit() also accept digits of other scripts ("２４h").
+
+def _integer(v: Any) -> Any:
+    """Integers as integers. YAML `true` is not 1 and 51820.0 is not a port; a string of ASCII
+    digits ("51820") is still taken, as before (quoted numbers are common in YAML)."""
+    if isinstance(v, bool) or isinstance(v, float):
+        raise ValueError(f"must be a whole number, not {type(v).__name__} {shown(v)}")
+    if isinstance(v, str):
+        if not re.fullmatch(r"[0-9]{1,9}", v):
+            raise ValueError(f"must be a whole number, not {shown(v)}")
+        return int(v)
+    return v
+
+
+Int = Annotated[int, BeforeValidator(_integer)]
+Port = Annotated[int, Field(ge=1, le=65535), BeforeValidator(_integer)]
+
+_IP_CHARS = re.compile(r"[0-9A-Fa-f:.]{2,45}")
+
+
+def ip_address(v: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    """An IP address and nothing else: no IPv6 zone ("%eth0"; Python accepts any text there,
+    newlines included, and cloud-init copies it into ifupdown and networkd files), no spaces."""
+    if not isinstance(v, str) or not _IP_CHARS.fullmatch(v):
+        raise ValueError(f"{shown(v)} is not an IP address (digits, '.', and for IPv6 hex digits and ':'; no %zone)")
+    try:
+        return ipaddress.ip_address(v)
+    except ValueError:
+        raise ValueError(f"{shown(v)} is not an IP address") from None
+
+
+# Accounts that exist on the supported images before cloud-init runs and belong to the system:
+# cloud-init would change their shell, sudo rights and keys (Debian base-passwd, RHEL setup).
+SYSTEM_USERS = frozenset("""root daemon bin sys sync games man lp mail news uucp proxy www-data backup list irc gnats
+nobody _apt adm halt shutdown operator ftp systemd-network systemd-resolve systemd-timesync systemd-coredump
+messagebus sshd polkitd tss chrony dbus rpc rpcuser syslog uuidd tcpdump landscape pollinate lxd usbmux
+dnsmasq avahi cockpit-ws libstoragemgmt unbound setroubleshoot sssd""".split())
+
+SSH_KEY_TYPES = ("ssh-ed25519", "ssh-rsa", "ssh-dss", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521",
+                 "sk-ssh-ed25519@openssh.com", "sk-ecdsa-sha2-nistp256@openssh.com")
+_SSH_KEY = re.compile(r"(?P<type>[a-z0-9@.-]{7,40}) (?P<blob>[A-Za-z0-9+/]{16,16384}={0,2})(?: (?P<comment>[^\x00-\x1f\x7f]{0,1024}))?")
+
+# Go's time.ParseDuration as kubeadm reads `ttl`, restricted to h/m/s with ASCII digits, and
+# at most what an int64 of nanoseconds holds (Go refuses more: "invalid duration").
+_DURATION = re.compile(r"(?:([0-9]{1,10})h)?(?:([0-9]{1,10})m)?(?:([0-9]{1,10})s)?")
+GO_DURATION_MAX_NS = 2**63 - 1
+
+
+def duration_seconds(v: str) -> int | None:
+    m = _DURATION.fullmatch(v) if v else None
+    if m is None:
+        return None
+    h, mi, se = (int(g or 0) for g in m.groups())
+    return h * 3600 + mi * 60 + se
 
 
 class Vpn(Strict):
     cidr: str = Field("10.88.0.0/24", description="VPN address range, one address per member")
     port: Port = Field(51820, description="the one public UDP port (WireGuard) of the cluster")
     interface: str = Field("wg0", description="WireGuard interface name, the same on every node")
-    underlay_mtu: int = Field(1500, ge=1280, le=9000, description="MTU of the smallest underlay link")
-    keepalive: int = Field(25, ge=0, le=600, description="PersistentKeepalive (s) for members behind NAT; 0 disables")
+    underlay_mtu: Int = Field(1500, ge=1280, le=9000, description="MTU of the smallest underlay link")
+    keepalive: Int = Field(25, ge=0, le=600, description="PersistentKeepalive (s) for members behind NAT; 0 disables")
     # day two (issue 5): pre-provisioned slots, already in the hub's peer list (docs/day-two.md)
-    spares: int = Field(0, ge=0, le=250, description="spare member slots (key + address) made up front and already in the hub's peer list, so a new member needs no hub change")
+    spares: Int = Field(0, ge=0, le=250, description="spare member slots (key + address) made up front and already in the hub's peer list, so a new member needs no hub change")
 
     @field_validator("interface")
     @classmethod
@@ -72,26 +131,27 @@ class StaticNetwork(Strict):
     @field_validator("address")
     @classmethod
     def _addr(cls, v: str) -> str:
-        try:
-            iface = ipaddress.ip_interface(v)
-        except ValueError:
-            raise ValueError("must be an address with a prefix length, e.g. 203.0.113.10/24") from None
-        if iface.network.prefixlen == iface.max_prefixlen and "/" not in v:
-            raise ValueError("must carry a prefix length, e.g. 203.0.113.10/24")
+        # A prefix length, not a netmask: the text is copied into network-config as is.
+        m = re.fullmatch(r"([0-9A-Fa-f:.]{2,45})/([0-9]{1,3})", v)
+        if m is None:
+            raise ValueError("must be an address with a prefix length, e.g. 203.0.113.10/24 or 2001:db8::10/64 (no netmask, no %zone)")
+        addr = ip_address(m.group(1))
+        if int(m.group(2)) > addr.max_prefixlen or m.group(2) != str(int(m.group(2))):
+            raise ValueError(f"prefix length /{m.group(2)} does not fit an IPv{addr.version} address")
         return v
 
     @field_validator("gateway")
     @classmethod
     def _gw(cls, v: str | None) -> str | None:
         if v is not None:
-            ipaddress.ip_address(v)
+            ip_address(v)
         return v
 
     @field_validator("nameservers")
     @classmethod
     def _ns(cls, v: list[str]) -> list[str]:
         for item in v:
-            ipaddress.ip_address(item)
+            ip_address(item)
         return v
 
 
@@ -121,34 +181,47 @@ class Login(Strict):
     def _user(cls, v: str) -> str:
         if not re.fullmatch(r"[a-z_][a-z0-9_-]{0,31}", v):
             raise ValueError("must be a POSIX user name (lowercase letter or '_', then up to 31 of a-z 0-9 _ -)")
+        if v in SYSTEM_USERS or v.startswith("systemd-"):
+            raise ValueError(f"{v!r} is a system account of the base image; cloud-init would give it a shell, sudo and your keys")
         return v
 
     @field_validator("ssh_authorized_keys")
     @classmethod
     def _keys(cls, v: list[str]) -> list[str]:
-        for key in v:
-            if not re.match(r"^(ssh-(ed25519|rsa|dss)|ecdsa-sha2-nistp\d+|sk-[a-z0-9@.-]+) [A-Za-z0-9+/=]+", key):
-                raise ValueError(f"not an OpenSSH public key: {key[:40]!r}")
+        # One authorized_keys line each: TYPE BASE64 [COMMENT], nothing before (no options such
+        # as command=), no line break or control character anywhere (sshd reads line by line).
+        for i, key in enumerate(v):
+            m = _SSH_KEY.fullmatch(key)
+            if m is None or m.group("type") not in SSH_KEY_TYPES:
+                raise ValueError(f"key {i + 1} is not one OpenSSH public key line (type, base64, optional comment; no options, "
+                                 f"no line breaks): {shown(key, 40)}")
         return v
 
     @field_validator("password_hash")
     @classmethod
     def _hash(cls, v: str | None) -> str | None:
-        if v is not None and not re.fullmatch(r"\$(6|5|y|2b)\$\S+", v):
-            raise ValueError("must be a crypt(3) hash such as $6$..., never a plain password")
+        # The crypt(3) alphabet only: a ':' or line break would break /etc/shadow's format.
+        if v is not None and not re.fullmatch(r"\$(6|5|y|2b)\$[./0-9A-Za-z$=,]{1,500}", v):
+            raise ValueError("must be a crypt(3) hash such as $6$... (letters, digits, . / $ = , only), never a plain password")
         return v
 
 
 class Join(Strict):
     token_ttl: str = Field("24h", description="bootstrap token lifetime after `kubeadm init` (Go duration)")
     # day two (issue 5): per-node join credentials valid this many days (docs/join-window.md)
-    window_days: int | None = Field(None, ge=1, le=365, description="join window: each worker gets its own join credential, valid this many days from when it is added; unset = the shared bootstrap token (token_ttl)")
+    window_days: Annotated[int | None, BeforeValidator(_integer)] = Field(None, ge=1, le=365, description="join window: each worker gets its own join credential, valid this many days from when it is added; unset = the shared bootstrap token (token_ttl)")
 
     @field_validator("token_ttl")
     @classmethod
     def _ttl(cls, v: str) -> str:
-        if not re.fullmatch(r"(\d+h)?(\d+m)?(\d+s)?", v) or not v:
-            raise ValueError("must be a duration like 24h, 90m or 168h")
+        seconds = duration_seconds(v)
+        if seconds is None:
+            raise ValueError("must be a duration like 24h, 90m or 168h (ASCII digits with h, m, s)")
+        if seconds * 10**9 > GO_DURATION_MAX_NS:
+            raise ValueError(f"{v} is longer than a Go duration can hold (about 2562047h)")
+        if seconds == 0:
+            # kubeadm reads 0 as "never expires": a join credential that outlives everything.
+            raise ValueError("0 would make the bootstrap token never expire")
         return v
 
 
@@ -169,7 +242,7 @@ class ClusterSpec(Strict):
         v = str(v)
         if v not in versions.KUBERNETES_SUPPORTED:
             raise ValueError(
-                f"unsupported Kubernetes version {v!r}; supported minors: {', '.join(versions.KUBERNETES_SUPPORTED)}"
+                f"unsupported Kubernetes version {shown(v)}; supported minors: {', '.join(versions.KUBERNETES_SUPPORTED)}"
             )
         return v
 
@@ -180,6 +253,8 @@ class ClusterSpec(Strict):
 
 
 def _ipv4_network(v: str) -> str:
+    if not re.fullmatch(r"[0-9./]{1,40}", v):
+        raise ValueError(f"not a network in CIDR form: {shown(v)}")
     try:
         net = ipaddress.ip_network(v, strict=True)
     except ValueError as exc:
@@ -196,24 +271,154 @@ def _ipv4_network(v: str) -> str:
 # the lines we report.
 _LineLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
+# Bounds on what a spec may make us do (issue 12). A 1,000-node spec is about 80 KB, 3 levels
+# deep, with no aliases; these leave room for comments and anchors while refusing in well under
+# a second what would otherwise hang or exhaust memory (an alias "billion laughs", /dev/zero).
+MAX_SPEC_BYTES = 1024 * 1024
+MAX_DEPTH = 40            # nested mappings/sequences
+MAX_ALIASES = 1000        # *alias uses
+MAX_EXPANDED = 200_000    # YAML nodes after expanding every alias (what the model would walk)
+
+
+class _SpecYAMLError(Exception):
+    def __init__(self, message: str, hint: str, line: int | None, path: tuple = ()):
+        super().__init__(message)
+        self.problem = Problem(format_path(path), message, hint, line)
+
+
+class _Open:
+    """A collection being composed: its node, its path in the document, its expanded size."""
+    __slots__ = ("node", "path", "size", "anchor", "key")
+
+    def __init__(self, node: yaml.Node, path: tuple, anchor: str | None):
+        self.node, self.path, self.size, self.anchor, self.key = node, path, 1, anchor, None
+
+
+def compose_strict(text: str) -> yaml.Node | None:
+    """YAML text -> one node tree, refusing what a spec never needs and an attacker would use:
+    duplicate keys (both lines named), more than one document, recursive or undefined aliases,
+    too many aliases or an expansion past MAX_EXPANDED nodes, nesting deeper than MAX_DEPTH.
+    Built from parser events with an explicit stack (no recursion), so no input can exhaust
+    the Python stack, and aliases are counted before anything expands them."""
+    resolver = yaml.resolver.Resolver()
+    anchors: dict[str, tuple[yaml.Node, int]] = {}
+    open_anchors: set[str] = set()
+    stack: list[_Open] = []
+    root: yaml.Node | None = None
+    documents = aliases = 0
+
+    def child_path() -> tuple:
+        top = stack[-1]
+        if isinstance(top.node, yaml.SequenceNode):
+            return top.path + (len(top.node.value),)
+        if top.key is not None and isinstance(top.key, yaml.ScalarNode):
+            return top.path + (top.key.value,)
+        return top.path
+
+    def add(node: yaml.Node, size: int) -> None:
+        nonlocal root
+        if not stack:
+            root = node
+            return
+        top = stack[-1]
+        top.size += size
+        if top.size > MAX_EXPANDED:
+            raise _SpecYAMLError(f"the document expands to more than {MAX_EXPANDED:,} YAML nodes (aliases expanding aliases)",
+                                 "write the values out; a spec never needs more than a few aliases", node.start_mark.line + 1, top.path)
+        if isinstance(top.node, yaml.SequenceNode):
+            top.node.value.append(node)
+        elif top.key is None:
+            top.key = node
+        else:
+            top.node.value.append((top.key, node))
+            top.key = None
+
+    def anchor_of(event) -> str | None:
+        name = event.anchor
+        if name is not None and (name in anchors or name in open_anchors):
+            raise _SpecYAMLError(f"anchor &{name} is defined twice", "give each anchor its own name",
+                                 event.start_mark.line + 1, child_path() if stack else ())
+        return name
+
+    for event in yaml.parse(text, Loader=_LineLoader):
+        line = event.start_mark.line + 1 if event.start_mark is not None else None
+        if isinstance(event, yaml.DocumentStartEvent):
+            documents += 1
+            if documents > 1:
+                raise _SpecYAMLError("the file holds more than one YAML document ('---')",
+                                     "keep one spec per file", line)
+        elif isinstance(event, yaml.AliasEvent):
+            aliases += 1
+            if aliases > MAX_ALIASES:
+                raise _SpecYAMLError(f"more than {MAX_ALIASES} aliases", "write the values out", line, child_path())
+            if event.anchor in open_anchors:
+                raise _SpecYAMLError(f"alias *{event.anchor} refers to a collection that contains it (a loop)",
+                                     "an alias may only repeat a value defined before it", line, child_path())
+            if event.anchor not in anchors:
+                raise _SpecYAMLError(f"alias *{event.anchor} has no anchor &{event.anchor} before it",
+                                     "define the anchor first, or write the value out", line, child_path())
+            add(*anchors[event.anchor])
+        elif isinstance(event, yaml.ScalarEvent):
+            anchor = anchor_of(event)
+            tag = event.tag if event.tag not in (None, "!") else resolver.resolve(yaml.ScalarNode, event.value, event.implicit)
+            node = yaml.ScalarNode(tag, event.value, event.start_mark, event.end_mark, style=event.style)
+            if anchor is not None:
+                anchors[anchor] = (node, 1)
+            add(node, 1)
+        elif isinstance(event, (yaml.SequenceStartEvent, yaml.MappingStartEvent)):
+            path = child_path() if stack else ()
+            if len(stack) >= MAX_DEPTH:
+                raise _SpecYAMLError(f"nested more than {MAX_DEPTH} levels deep",
+                                     "a spec is at most a few levels deep; check the brackets and indentation", line, path)
+            anchor = anchor_of(event)
+            kind = yaml.SequenceNode if isinstance(event, yaml.SequenceStartEvent) else yaml.MappingNode
+            tag = event.tag if event.tag not in (None, "!") else resolver.resolve(kind, None, event.implicit)
+            node = kind(tag, [], event.start_mark, None, flow_style=event.flow_style)
+            if anchor is not None:
+                open_anchors.add(anchor)
+            stack.append(_Open(node, path, anchor))
+        elif isinstance(event, (yaml.SequenceEndEvent, yaml.MappingEndEvent)):
+            done = stack.pop()
+            done.node.end_mark = event.end_mark
+            if isinstance(done.node, yaml.MappingNode):
+                _refuse_duplicate_keys(done)
+            if done.anchor is not None:
+                open_anchors.discard(done.anchor)
+                anchors[done.anchor] = (done.node, done.size)
+            add(done.node, done.size)
+    return root
+
+
+def _refuse_duplicate_keys(mapping: _Open) -> None:
+    seen: dict[tuple, yaml.Node] = {}
+    for key, _value in mapping.node.value:
+        if not isinstance(key, yaml.ScalarNode) or key.tag == "tag:yaml.org,2002:merge":
+            continue
+        ident = (key.tag, key.value)
+        if ident in seen:
+            first = seen[ident].start_mark.line + 1
+            raise _SpecYAMLError(f"duplicate key {shown(key.value)}: on line {first} and again on line {key.start_mark.line + 1}",
+                                 "YAML would silently keep only the last one; merge them into one", key.start_mark.line + 1,
+                                 mapping.path + (key.value,))
+        seen[ident] = key
+
 
 def _compose_lines(root: yaml.Node | None) -> dict[tuple, int]:
+    """Line of every field path. Iterative; its size is bounded by MAX_EXPANDED."""
     lines: dict[tuple, int] = {}
-
-    def walk(node: yaml.Node, path: tuple) -> None:
+    todo: list[tuple[yaml.Node, tuple]] = [(root, ())] if root is not None else []
+    while todo:
+        node, path = todo.pop()
         lines.setdefault(path, node.start_mark.line + 1)
         if isinstance(node, yaml.MappingNode):
             for key, value in node.value:
                 k = key.value if isinstance(key, yaml.ScalarNode) else str(key)
                 lines[path + (k,)] = key.start_mark.line + 1
-                walk(value, path + (k,))
+                todo.append((value, path + (k,)))
         elif isinstance(node, yaml.SequenceNode):
             for i, item in enumerate(node.value):
                 lines[path + (i,)] = item.start_mark.line + 1
-                walk(item, path + (i,))
-
-    if root is not None:
-        walk(root, ())
+                todo.append((item, path + (i,)))
     return lines
 
 
@@ -277,10 +482,15 @@ def _describe(loc: tuple) -> str:
 
 def parse_spec(text: str, source: str = "cluster.yaml") -> SpecDocument:
     """Text -> validated spec. Raises UserError listing every problem found."""
+    if len(text) > MAX_SPEC_BYTES:
+        raise UserError(Problem("", f"the spec is {len(text):,} characters; at most {MAX_SPEC_BYTES:,} are read",
+                                "a spec of 1,000 nodes is about 80 KB: is this the right file?"), source)
     try:
-        root = yaml.compose(text, Loader=_LineLoader)
+        root = compose_strict(text)
         lines = _compose_lines(root)
-        data = _LineLoader(text).construct_document(root) if root is not None else None
+        data = yaml.constructor.SafeConstructor().construct_document(root) if root is not None else None
+    except _SpecYAMLError as exc:
+        raise UserError(exc.problem, source) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
@@ -296,7 +506,7 @@ def parse_spec(text: str, source: str = "cluster.yaml") -> SpecDocument:
             loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith(("literal[", "function-"))))
             msg = err["msg"].removeprefix("Value error, ")
             if err["type"] == "extra_forbidden":
-                msg = f"unknown field {loc[-1]!r}"
+                msg = f"unknown field {shown(loc[-1])}"
             hint = _HINTS.get(err["type"]) or _describe(loc)
             problems.append(Problem(format_path(loc), msg, hint, line_of(lines, loc)))
         raise UserError(problems, source) from None
@@ -307,12 +517,47 @@ def parse_spec(text: str, source: str = "cluster.yaml") -> SpecDocument:
     return doc
 
 
-def load_spec(path: Path) -> SpecDocument:
+def read_spec_text(path: Path) -> str:
+    """The spec file as text: a regular file (never a FIFO, device or directory), at most
+    MAX_SPEC_BYTES, UTF-8. Anything else is a UserError naming what and where."""
+    def refuse(message: str, hint: str, line: int | None = None) -> UserError:
+        return UserError(Problem("", message, hint, line), str(path))
     try:
-        text = path.read_text(encoding="utf-8")
+        # O_NONBLOCK: opening a FIFO must not wait for a writer; fstat then refuses it.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | getattr(os, "O_CLOEXEC", 0))
     except OSError as exc:
-        raise UserError(Problem("", f"cannot read the spec: {exc.strerror}", "give the path of a cluster.yaml; `wgkube init` writes one"), str(path)) from None
-    return parse_spec(text, str(path))
+        raise refuse(f"cannot read the spec: {exc.strerror}", "give the path of a cluster.yaml; `wgkube init` writes one") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            what = "a directory" if stat.S_ISDIR(st.st_mode) else "a FIFO" if stat.S_ISFIFO(st.st_mode) else "a device or special file"
+            raise refuse(f"the spec is {what}, not a regular file", "give the path of a cluster.yaml file")
+        chunks, size = [], 0
+        while size <= MAX_SPEC_BYTES:
+            chunk = os.read(fd, min(1 << 16, MAX_SPEC_BYTES + 1 - size))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    except OSError as exc:
+        raise refuse(f"cannot read the spec: {exc.strerror}", "check the file and its permissions") from None
+    finally:
+        os.close(fd)
+    data = b"".join(chunks)
+    if len(data) > MAX_SPEC_BYTES:
+        raise refuse(f"the spec is larger than {MAX_SPEC_BYTES:,} bytes", "a spec of 1,000 nodes is about 80 KB: is this the right file?")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        enc = "UTF-16" if data[:2] in (b"\xff\xfe", b"\xfe\xff") else "LATIN1"
+        raise refuse(f"the spec is not UTF-8 text: byte {exc.start} (0x{data[exc.start]:02x}) at line {line}, column {column}",
+                     f"save it as UTF-8 (for a {enc} file: iconv -f {enc} -t UTF-8 old.yaml > cluster.yaml)", line) from None
+
+
+def load_spec(path: Path) -> SpecDocument:
+    return parse_spec(read_spec_text(path), str(path))
 
 
 # --------------------------------------------------------------------------- semantics
@@ -322,14 +567,14 @@ def parse_endpoint(value: str, default_port: int) -> tuple[str, int]:
     """'host', 'host:port', '1.2.3.4:port', '[v6]:port' -> (host, port). ValueError if bad."""
     host, port = value, default_port
     if value.startswith("["):
-        m = re.fullmatch(r"\[([0-9a-fA-F:.]+)\](?::(\d+))?", value)
+        m = re.fullmatch(r"\[([0-9a-fA-F:.]+)\](?::([0-9]{1,5}))?", value)
         if not m:
             raise ValueError("an IPv6 endpoint looks like [2001:db8::1]:51820")
         host, port = m.group(1), int(m.group(2) or default_port)
         ipaddress.IPv6Address(host)
     elif value.count(":") == 1:
         host, _, p = value.partition(":")
-        if not p.isdigit():
+        if not re.fullmatch(r"[0-9]{1,5}", p):
             raise ValueError("the port after ':' must be a number")
         port = int(p)
     elif value.count(":") > 1:
@@ -340,7 +585,7 @@ def parse_endpoint(value: str, default_port: int) -> tuple[str, int]:
         ipaddress.ip_address(host)
     except ValueError:
         if not HOSTNAME.fullmatch(host) or host.replace(".", "").isdigit():
-            raise ValueError(f"{host!r} is neither an IP address nor a valid host name") from None
+            raise ValueError(f"{shown(host)} is neither an IP address nor a valid host name") from None
     return host, port
 
 
@@ -348,7 +593,7 @@ def check_semantics(doc: SpecDocument) -> list[Problem]:
     spec = doc.spec
     p: list[Problem] = []
     if not DNS_LABEL.fullmatch(spec.name):
-        p.append(doc.problem(("name",), f"{spec.name!r} is not a DNS-1123 label", "use lowercase letters, digits and '-', at most 63 characters"))
+        p.append(doc.problem(("name",), f"{shown(spec.name)} is not a DNS-1123 label", "use lowercase letters, digits and '-', at most 63 characters"))
 
     vpn = ipaddress.ip_network(spec.vpn.cidr)
     nets = {"vpn.cidr": vpn, "pod_cidr": ipaddress.ip_network(spec.pod_cidr), "service_cidr": ipaddress.ip_network(spec.service_cidr)}
@@ -366,7 +611,7 @@ def check_semantics(doc: SpecDocument) -> list[Problem]:
     seen_names: dict[str, tuple] = {}
     for loc, name, _ in members:
         if not DNS_LABEL.fullmatch(name):
-            p.append(doc.problem(loc + ("name",), f"{name!r} is not a valid name (DNS-1123 label)", "lowercase letters, digits and '-', starting and ending with a letter or digit, at most 63 characters"))
+            p.append(doc.problem(loc + ("name",), f"{shown(name)} is not a valid name (DNS-1123 label)", "lowercase letters, digits and '-', starting and ending with a letter or digit, at most 63 characters"))
         if name in seen_names:
             p.append(doc.problem(loc + ("name",), f"duplicate name {name!r} (also at {format_path(seen_names[name])})", "every node and admin needs its own name"))
         else:
@@ -383,9 +628,9 @@ def check_semantics(doc: SpecDocument) -> list[Problem]:
         if ip is None:
             continue
         try:
-            addr = ipaddress.ip_address(ip)
+            addr = ip_address(ip)
         except ValueError:
-            p.append(doc.problem(loc + ("vpn_ip",), f"{ip!r} is not an IP address", f"pick an address inside vpn.cidr {vpn}"))
+            p.append(doc.problem(loc + ("vpn_ip",), f"{shown(ip)} is not an IP address", f"pick an address inside vpn.cidr {vpn}"))
             continue
         if addr not in vpn or addr in (vpn.network_address, vpn.broadcast_address):
             p.append(doc.problem(loc + ("vpn_ip",), f"{ip} is outside vpn.cidr {vpn} (or is its network/broadcast address)", f"pick a host address inside {vpn}"))
@@ -411,11 +656,11 @@ def check_semantics(doc: SpecDocument) -> list[Problem]:
             try:
                 parse_endpoint(n.endpoint, spec.vpn.port)
             except ValueError as exc:
-                p.append(doc.problem(("nodes", i, "endpoint"), f"bad endpoint {n.endpoint!r}: {exc}", "write host, IP, host:port or [IPv6]:port"))
+                p.append(doc.problem(("nodes", i, "endpoint"), f"bad endpoint {shown(n.endpoint)}: {exc}", "write host, IP, host:port or [IPv6]:port"))
         for j, item in enumerate(n.expose):
             m = EXPOSE.fullmatch(item)
             if not m or not 1 <= int(m.group(1)) <= 65535 or (m.group(2) and not int(m.group(1)) < int(m.group(2)) <= 65535):
-                p.append(doc.problem(("nodes", i, "expose", j), f"bad port {item!r}", "write PORT/tcp, PORT/udp or FIRST-LAST/tcp with ports 1-65535"))
+                p.append(doc.problem(("nodes", i, "expose", j), f"bad port {shown(item)}", "write PORT/tcp, PORT/udp or FIRST-LAST/tcp with ports 1-65535"))
             elif m.group(3) == "udp" and int(m.group(1)) <= spec.vpn.port <= int(m.group(2) or m.group(1)):
                 p.append(doc.problem(("nodes", i, "expose", j), f"{item} includes the WireGuard port", "the WireGuard port is opened already; remove it here"))
         if n.network is not None and n.network.gateway is not None:

@@ -19,6 +19,7 @@ import yaml
 from .. import facts, versions
 from ..plan import Member, Plan
 from ..secrets import Bundle
+from .encode import comment, yaml_scalar
 from .templates import render
 from . import firewall, join, kubeadm, wireguard
 
@@ -173,9 +174,10 @@ def _write_file_entry(f: NodeFile, per_file_gzip: bool) -> str:
 def user_data(plan: Plan, member: Member, files: list[NodeFile], encoding: str = "plain") -> bytes:
     if encoding not in ENCODINGS:
         raise ValueError(f"unknown encoding {encoding}")
-    header = f"#cloud-config\n# wgkube: {member.name} ({member.role}) of cluster {plan.cluster}. Holds private keys: treat as a secret.\n"
+    header = (f"#cloud-config\n# wgkube: {comment(member.name)} ({comment(member.role)}) of cluster {comment(plan.cluster)}. "
+              "Holds private keys: treat as a secret.\n")
     # Node names are DNS-1123 labels: safe as plain YAML scalars.
-    top = f"hostname: {member.name}\npreserve_hostname: false\n" + _users_block(plan.login_user, plan.ssh_keys, plan.password_hash)
+    top = f"hostname: {yaml_scalar(member.name)}\npreserve_hostname: false\n" + _users_block(plan.login_user, plan.ssh_keys, plan.password_hash)
     per_file_gzip = encoding == "gz+b64"
     body = "write_files:\n" + "".join(_write_file_entry(f, per_file_gzip) for f in files)
     tail = _RUNCMD_BLOCK
@@ -185,7 +187,8 @@ def user_data(plan: Plan, member: Member, files: list[NodeFile], encoding: str =
 
 def meta_data(plan: Plan, member: Member) -> bytes:
     # A stable instance-id: a re-rendered seed must not make cloud-init treat the box as new.
-    return f"instance-id: wgkube-{plan.cluster}-{member.name}\nlocal-hostname: {member.name}\n".encode()
+    instance = yaml_scalar(f"wgkube-{plan.cluster}-{member.name}")
+    return f"instance-id: {instance}\nlocal-hostname: {yaml_scalar(member.name)}\n".encode()
 
 
 def network_config(member: Member) -> bytes | None:
@@ -194,7 +197,10 @@ def network_config(member: Member) -> bytes | None:
         return None
     eth: dict = {"match": {"name": "e*"}, "addresses": [net["address"]]}
     if net.get("gateway"):
-        eth["routes"] = [{"to": "0.0.0.0/0", "via": net["gateway"]}]
+        # The default route of the gateway's own family (an IPv6 gateway for 0.0.0.0/0 fails
+        # in networkd and ifupdown alike).
+        default = "::/0" if ":" in net["gateway"] else "0.0.0.0/0"
+        eth["routes"] = [{"to": default, "via": net["gateway"]}]
     if net.get("nameservers"):
         eth["nameservers"] = {"addresses": list(net["nameservers"])}
     return _dump({"version": 2, "ethernets": {"uplink": eth}}).encode()

@@ -6,6 +6,7 @@ import shlex
 
 from ..plan import Plan
 from ..secrets import Bundle
+from .encode import Block
 from .templates import render
 
 
@@ -18,7 +19,7 @@ def hub_update_script(plan: Plan, bundle: Bundle, hub_conf: str) -> str:
     if "WGKUBE_EOF" in hub_conf or not hub_conf.endswith("\n"):
         raise ValueError("the hub's config cannot be embedded in the update script")  # cannot happen with wg.conf.j2
     return render("hub-update.sh.j2", plan=plan, hub=plan.hub_member, hub_public_key=bundle.public_key(plan.hub),
-                  conf_before=before + "\n", conf_after=after, apply=hub_update_command(plan, "hub-update/" + hub_update_name(plan)))
+                  conf_before=Block(before + "\n"), conf_after=Block(after), apply=hub_update_command(plan, "hub-update/" + hub_update_name(plan)))
 
 
 def hub_update_name(plan: Plan) -> str:

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import jinja2
 
+from . import encode
+
 _PACKAGE = Path(__file__).resolve().parent.parent  # generator/
 
 
@@ -19,7 +21,7 @@ def _search_path() -> list[str]:
 
 @cache
 def env() -> jinja2.Environment:
-    return jinja2.Environment(
+    environment = jinja2.Environment(
         loader=jinja2.FileSystemLoader(_search_path()),
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
@@ -27,7 +29,10 @@ def env() -> jinja2.Environment:
         keep_trailing_newline=True,
         autoescape=False,
         auto_reload=False,  # templates do not change during a run; skip a stat per render
+        finalize=encode.finalize,  # no line break enters a file through an interpolation
     )
+    environment.filters.update(encode.FILTERS)  # an encoder per format (encode.py)
+    return environment
 
 
 def render(name: str, **context) -> str:

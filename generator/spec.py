@@ -85,7 +85,7 @@ dnsmasq avahi cockpit-ws libstoragemgmt unbound setroubleshoot sssd""".split())
 
 SSH_KEY_TYPES = ("ssh-ed25519", "ssh-rsa", "ssh-dss", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521",
                  "sk-ssh-ed25519@openssh.com", "sk-ecdsa-sha2-nistp256@openssh.com")
-_SSH_KEY = re.compile(r"(?P<type>[a-z0-9@.-]{7,40}) (?P<blob>[A-Za-z0-9+/]{16,16384}={0,2})(?: (?P<comment>[^\x00-\x1f\x7f]{0,1024}))?")
+_SSH_KEY = re.compile(r"(?P<type>[a-z0-9@.-]{7,40}) (?P<blob>[A-Za-z0-9+/]{16,16384}={0,2})(?: (?P<comment>[^\x00-\x1f\x7f-\x9f\u2028\u2029]{0,1024}))?")
 
 # Go's time.ParseDuration as kubeadm reads `ttl`, restricted to h/m/s with ASCII digits, and
 # at most what an int64 of nanoseconds holds (Go refuses more: "invalid duration").

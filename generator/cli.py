@@ -2,25 +2,48 @@
 the order `--help` lists them (each command lives in generator/commands/)."""
 from __future__ import annotations
 
+import errno
 from functools import wraps
 
 import typer
 
 from .commands import register_all
 from .commands.common import err
-from .errors import UserError
+from .errors import Problem, UserError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_show_locals=False,
                   help="One cluster spec in; self-assembling Kubernetes-over-WireGuard nodes out.")
 
 
+_OS_HINTS = {
+    errno.EROFS: "the file system is read-only: remount it read-write, or write elsewhere (-o for out/, --secrets for the bundle)",
+    errno.ENOSPC: "the disk is full: free some space, or write elsewhere (-o for out/), and run again",
+    errno.EDQUOT: "your disk quota is used up: free some space, or write elsewhere (-o for out/), and run again",
+    errno.EACCES: "no permission: check the owner and mode of this path and its folders, or run as the user who owns them",
+    errno.EPERM: "not permitted: check the owner, mode and attributes (chattr) of this path",
+    errno.ENOTDIR: "a file stands where a folder is needed: move it away or choose another path",
+    errno.EISDIR: "a folder stands where a file is needed: move it away or choose another path",
+    errno.EEXIST: "something already stands at this path: move it away or choose another path",
+}
+
+
+def os_problem(exc: OSError) -> Problem:
+    """An OS error as a problem: the path, what the OS said, what to do. Writes are ordered so
+    that a failure leaves the previous bundle and out/<cluster> in place (docs/day-two.md)."""
+    where = " -> ".join(str(f) for f in (exc.filename, exc.filename2) if f is not None) or "(file system)"
+    hint = _OS_HINTS.get(exc.errno or 0, "fix the cause and run again")
+    return Problem("", f"{where}: {exc.strerror or exc}", hint + "; the previous bundle and out/ are left as they were")
+
+
 def user_errors(fn):
-    """Bad input: one clear message per problem, exit 2, no traceback."""
+    """Bad input, or a file system that says no: one clear message per problem, exit 2, no traceback."""
     @wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except UserError as exc:
+        except (UserError, OSError) as exc:
+            if isinstance(exc, OSError):
+                exc = UserError(os_problem(exc))
             err.print(f"[bold red]error[/]: {len(exc.problems)} problem(s)", highlight=False)
             for p in exc.problems:
                 err.print(p.render(exc.source), highlight=False, markup=False)

@@ -17,7 +17,7 @@ from .artifacts import iso as iso_art
 from .artifacts import packer as packer_art
 from .errors import Problem, UserError
 from .fsutil import lock, remove_stale_temps
-from .output import read_manifest, sha256, write_tree
+from .output import check_target, discard, read_manifest, sha256, stage, switch
 from .plan import Member, Plan, plan_summary
 from .secrets import Age, Bundle
 from .spec import SpecDocument, load_spec
@@ -37,6 +37,7 @@ class Prepared:
     convert: bool = False  # save even with nothing added: the bundle is being encrypted
     notes: list[str] = field(default_factory=list)
     report: Report | None = None
+    warnings: list[str] = field(default_factory=list)  # printed, never fatal (docs/day-two.md)
 
 
 @dataclass
@@ -60,12 +61,13 @@ class Rendered:
 
 
 def prepare(spec_path: Path, secrets_path: Path | None = None, *, age: Age | None = None,
-            rekey: str | None = None, rekey_join: bool = False, now: dt.datetime | None = None) -> Prepared:
+            rekey: str | None = None, rekey_join: bool = False, now: dt.datetime | None = None,
+            doc: SpecDocument | None = None) -> Prepared:
     """Everything up to (not including) writing. Raises UserError on any problem.
     rekey: a member that gets a new WireGuard key (or, with rekey_join, a new join credential)."""
     age = age if age is not None else Age.from_env()
     now = now or dt.datetime.now(dt.timezone.utc)
-    doc = load_spec(spec_path)
+    doc = doc if doc is not None else load_spec(spec_path)
     bundle_path = secrets_mod.locate(spec_path, secrets_path, age)
     existing = secrets_mod.load(bundle_path, doc.spec.name, age)
     changes: list[str] = []
@@ -75,7 +77,9 @@ def prepare(spec_path: Path, secrets_path: Path | None = None, *, age: Age | Non
     bundle, added = secrets_mod.populate(existing, plan, now)
     convert = bool(age.recipients) and (not secrets_mod.is_encrypted(bundle_path)
                                         or sorted(age.recipients) != sorted(bundle.age_recipients))
-    return Prepared(doc, plan, bundle, bundle_path, changes + added, age=age, convert=convert)
+    warning = secrets_mod.loose_permissions(bundle_path)
+    return Prepared(doc, plan, bundle, bundle_path, changes + added, age=age, convert=convert,
+                    warnings=[warning] if warning else [])
 
 
 def node_user_data(plan: Plan, bundle: Bundle, member: Member, provider: str | None) -> tuple[bytes, NodeReport]:
@@ -147,15 +151,27 @@ def render_all(plan: Plan, bundle: Bundle, provider: str | None = None, iso: boo
 
 
 def write(prepared: Prepared, rendered: Rendered, out_dir: Path) -> Path:
-    """Call inside ``locked``. Secrets first: outputs can be re-rendered from the bundle, never the reverse.
-    Afterwards prepared.notes says what running members need (hub update, kubectl delete node)."""
+    """Call inside ``locked``. Order (docs/day-two.md, "Nothing lost"):
+    1. refuse, touching nothing, if out/<cluster> is anything wgkube cannot prove it wrote;
+    2. stage the complete new generation (every byte written and fsync'd, not yet visible), so
+       a full disk, a read-only folder or a missing permission stops the run here;
+    3. save the bundle (if anything was added): the keys in the staged files are now in it;
+    4. switch out/<cluster> to the new generation (one rename) and remove the previous one.
+    Outputs can be re-rendered from the bundle, never the reverse: the visible out/ never
+    holds a key the bundle lacks. Afterwards prepared.notes says what running members need."""
     cluster_dir = out_dir / prepared.plan.cluster
+    check_target(out_dir, cluster_dir)
     before = read_manifest(cluster_dir)
     old_plan = _read_json(cluster_dir / "plan.json")
     remove_stale_temps(prepared.bundle_path)  # a killed earlier run's half-written bundle copy
+    gen = stage(cluster_dir, rendered.files, rendered.meta)
     if prepared.added or prepared.convert:
-        prepared.bundle_path = secrets_mod.save(prepared.bundle, prepared.bundle_path, prepared.age)
-    write_tree(cluster_dir, rendered.files, rendered.meta)
+        try:
+            prepared.bundle_path = secrets_mod.save(prepared.bundle, prepared.bundle_path, prepared.age)
+        except BaseException:
+            discard(gen)
+            raise
+    switch(cluster_dir, gen)
     after = read_manifest(cluster_dir) or {"files": {}}
     prepared.report = diff(before, after, prepared.plan, prepared.bundle, str(cluster_dir), prepared.added, old_plan)
     prepared.notes = prepared.report.actions if before is not None else []

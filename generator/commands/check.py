@@ -9,7 +9,7 @@ from typing import List, Optional
 import typer
 
 from .. import pipeline
-from .common import AgeIdentityOpt, SecretsOpt, SpecArg, age_options, out
+from .common import AgeIdentityOpt, SecretsOpt, SpecArg, age_options, err, out
 
 
 def register(app: typer.Typer, user_errors) -> None:
@@ -18,6 +18,8 @@ def register(app: typer.Typer, user_errors) -> None:
     def check(spec: Path = SpecArg, secrets: Optional[Path] = SecretsOpt, age_identity: List[Path] = AgeIdentityOpt) -> None:
         """Validate the spec (and its secrets bundle, if one exists). Writes nothing."""
         prepared = pipeline.prepare(spec, secrets, age=age_options([], age_identity))
+        for warning in prepared.warnings:
+            err.print(f"warning: {warning}", highlight=False, markup=False, soft_wrap=True)
         plan = prepared.plan
         out.print(f"{spec}: ok: cluster {plan.cluster}, {len(plan.nodes)} nodes, {len(plan.admins)} admins, hub {plan.hub} "
                   f"({plan.hub_member.endpoint}), API {plan.api_address}:{plan.api_port}", highlight=False)

@@ -12,6 +12,7 @@ from rich.console import Console
 from ..artifacts.join import join_window
 from ..daytwo.rollout import rollout
 from .. import pipeline
+from ..spec import load_spec
 from ..output import read_manifest
 from ..secrets import Age
 from .plan import check_provider, options_from
@@ -35,8 +36,9 @@ def register(app: typer.Typer, user_errors) -> None:
         """Give one member a new WireGuard key (or, with --join, a new join credential), re-render, print the rollout order."""
         check_provider(provider)
         age = Age.from_env(age_recipient, age_identity)
+        doc = load_spec(spec)  # a refused spec leaves nothing behind, not even the lock file
         with pipeline.locked(spec, secrets):
-            prepared = pipeline.prepare(spec, secrets, age=age, rekey=node, rekey_join=join)
+            prepared = pipeline.prepare(spec, secrets, age=age, rekey=node, rekey_join=join, doc=doc)
             cluster_dir = output / prepared.plan.cluster
             provider, iso, packer = options_from(read_manifest(cluster_dir), provider, iso, packer)
             rendered = pipeline.render_all(prepared.plan, prepared.bundle, provider=provider, iso=iso, packer=packer)

@@ -9,6 +9,7 @@ from rich.progress import Progress
 from rich.table import Table
 
 from .. import pipeline
+from ..spec import load_spec
 from ..errors import Problem, UserError
 from .common import AgeIdentityOpt, AgeRecipientOpt, SecretsOpt, SpecArg, age_options, err, out
 
@@ -29,8 +30,11 @@ def register(app: typer.Typer, user_errors) -> None:
         from ..artifacts.providers import PROVIDERS
         if provider is not None and provider not in PROVIDERS:
             raise UserError(Problem("--provider", f"unknown provider {provider!r}", f"one of: {', '.join(PROVIDERS)}"))
+        doc = load_spec(spec)  # a refused spec leaves nothing behind, not even the lock file
         with pipeline.locked(spec, secrets):
-            prepared = pipeline.prepare(spec, secrets, age=age_options(age_recipient, age_identity))
+            prepared = pipeline.prepare(spec, secrets, age=age_options(age_recipient, age_identity), doc=doc)
+            for warning in prepared.warnings:
+                err.print(f"warning: {warning}", highlight=False, markup=False, soft_wrap=True)
             n = len(prepared.plan.nodes)
             with Progress(console=err, transient=True, disable=quiet or n < 20) as progress:
                 task = progress.add_task("rendering", total=n)

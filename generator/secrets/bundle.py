@@ -368,6 +368,18 @@ def rekey(existing: Bundle, name: str, now: dt.datetime, join_days: int | None =
     return b, [f"new WireGuard key for {name} (the old one is retired)"]
 
 
+def loose_permissions(path: Path) -> str | None:
+    """A warning when a plain bundle can be read by other users (a git checkout makes 0644)."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return None
+    if is_encrypted(path) or not mode & 0o077:
+        return None
+    return (f"{path} holds private keys in plain text and is readable by other users (mode {mode & 0o777:04o}): "
+            f"run chmod 600 {path} (wgkube writes it 0600 on its next change)")
+
+
 def save(b: Bundle, path: Path, age: Age | None = None) -> Path:
     """Write the bundle atomically (0600). Encrypted when path ends in .age or recipients are
     given; a plain bundle that gets recipients becomes <path>.age and the plain file goes.
@@ -385,6 +397,13 @@ def save(b: Bundle, path: Path, age: Age | None = None) -> Path:
     else:
         b.age_recipients = []
         data = b.to_yaml().encode()
+    if target == path and path.is_symlink():
+        # A bundle kept elsewhere behind a symbolic link (an encrypted home, a secrets
+        # folder): written where the link points, atomically, and the link stays a link.
+        target = Path(os.path.realpath(path))
+        remove_stale_temps(target)
+        atomic_write(target, data, mode=0o600)
+        return path
     remove_stale_temps(target)
     atomic_write(target, data, mode=0o600)
     if target != path and path.exists():

@@ -67,7 +67,11 @@ _IP_CHARS = re.compile(r"[0-9A-Fa-f:.]{2,45}")
 
 def ip_address(v: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
     """An IP address and nothing else: no IPv6 zone ("%eth0"; Python accepts any text there,
-    newlines included, and cloud-init copies it into ifupdown and networkd files), no spaces."""
+    newlines included), no spaces. cloud-init copies these values verbatim: its ifupdown
+    renderer (canonical/cloud-init, cloudinit/net/eni.py: _iface_add_subnet writes
+    "    gateway VALUE" / "    dns-nameservers VALUE", Renderer._render_route writes
+    "post-up route add default gw VALUE || true") and its networkd renderer alike, so a line
+    break in a value is a new ifupdown stanza line that ifup runs as root."""
     if not isinstance(v, str) or not _IP_CHARS.fullmatch(v):
         raise ValueError(f"{shown(v)} is not an IP address (digits, '.', and for IPv6 hex digits and ':'; no %zone)")
     try:

@@ -94,7 +94,7 @@ def test_the_refusal_itself_takes_well_under_a_second(tmp_path, what):
         spec = Path("/dev/zero")
     elif what == "50mb":
         spec.write_bytes(b"name: " + b"x" * (50 * 1024 * 1024) + b"\n")
-    start = time.perf_counter()
+    start = time.process_time()  # CPU time: a busy machine does not make it flaky, a hang still shows
     with pytest.raises(UserError):
         if what == "bomb":
             parse_spec(BOMB)
@@ -102,8 +102,8 @@ def test_the_refusal_itself_takes_well_under_a_second(tmp_path, what):
             parse_spec(GOOD + "x: " + "[" * 100000 + "]" * 100000 + "\n")
         else:
             load_spec(spec)
-    took = time.perf_counter() - start
-    print(f"{what}: refused in {took * 1000:.1f} ms")
+    took = time.process_time() - start
+    print(f"{what}: refused in {took * 1000:.1f} ms CPU")
     assert took < 1.0
 
 

@@ -143,8 +143,15 @@ def render_all(plan: Plan, bundle: Bundle, provider: str | None = None, iso: boo
         files.update(admin_art.files(plan, bundle, member))
     files["plan.json"] = (json.dumps(plan_summary(plan), indent=1, sort_keys=True).encode() + b"\n", 0o644)
     # day two: the hub's live peer update (public keys only), applied over the VPN
-    hub_conf = files[f"wireguard/{plan.hub}/{plan.interface}.conf"][0].decode()
-    files[f"hub-update/{hub_update.hub_update_name(plan)}"] = (hub_update.hub_update_script(plan, bundle, hub_conf).encode(), 0o644)
+    if plan.mesh is None:
+        hub_conf = files[f"wireguard/{plan.hub}/{plan.interface}.conf"][0].decode()
+        files[f"hub-update/{hub_update.hub_update_name(plan)}"] = (hub_update.hub_update_script(plan, bundle, hub_conf).encode(), 0o644)
+    else:
+        # issue 13, mesh: every node may need a live peer update (a public member added or removed
+        # changes every member's peer list); `wgkube plan` says which ones do.
+        for member in plan.nodes:
+            conf = files[f"wireguard/{member.name}/{plan.interface}.conf"][0].decode()
+            files[hub_update.member_update_path(member)] = (hub_update.member_update_script(plan, bundle, member, conf).encode(), 0o644)
     meta = {"options": {"provider": provider, "iso": iso, "packer": packer},
             "node_files": {r.name: r.inner for r in reports}}
     return Rendered(files, reports, meta)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from . import facts
 from .errors import Problem, UserError
 from .spec import EXPOSE, OS_FAMILIES, ClusterSpec, parse_endpoint
+from .topology import Mesh, Site, build_mesh
 
 
 @dataclass(frozen=True)
@@ -98,6 +99,11 @@ class Plan:
     slot_labels: tuple[tuple[str, str], ...] = ()  # (member, slot) the hub's peer entry keeps
     spares_target: int = 0
     join_window_days: int | None = None
+    # issue 13: "hub" (default, output unchanged) or "mesh" with its model (topology.py) and
+    # the failover loop's numbers (spec vpn.failover: interval, timeout, misses, return_after).
+    topology: str = "hub"
+    mesh: Mesh | None = None
+    failover: tuple[int, int, int, int] = (2, 1, 3, 10)
     _index: dict = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -141,6 +147,8 @@ class Plan:
         slot lands exactly where the slot was and the hub's file stays byte-identical. A member
         still known by its slot name keeps the slot's entry (no Endpoint: the hub learns it from
         the member's first handshake, which every spoke starts because spokes keep alive)."""
+        if self.mesh is not None:
+            return self._mesh_peers(m)
         if m.name == self.hub:
             labels = dict(self.slot_labels)
             nat_keepalive = self.keepalive or None
@@ -158,6 +166,46 @@ class Plan:
         hub = self.hub_member
         # Spokes keep the NAT mapping (and the hub's path back to them) alive.
         return [Peer(hub.name, (self.vpn_cidr,), hub.endpoint, self.keepalive or None)]
+
+    def _mesh_peers(self, m: Member) -> list[Peer]:
+        """Mesh (topology.py): a public member lists every other member (and the spare slots) like
+        the hub does, by VPN address; a member behind NAT lists the public members only, and the
+        first relay of its order also carries the catch-all (the VPN range) for NAT-to-NAT traffic.
+        PersistentKeepalive on every link with a side behind NAT."""
+        mesh = self.mesh
+        assert mesh is not None
+        keepalive = self.keepalive or None
+        if mesh.is_public(m.name):
+            labels = dict(self.slot_labels)
+            out: list[tuple[ipaddress.IPv4Address, Peer]] = []
+            for o in self.members:
+                if o.name == m.name:
+                    continue
+                if o.name in labels:
+                    peer = Peer(labels[o.name], (f"{o.vpn_ip}/32",), None, keepalive)
+                else:
+                    peer = Peer(o.name, (f"{o.vpn_ip}/32",), o.endpoint, keepalive if o.behind_nat else None)
+                out.append((ipaddress.ip_address(o.vpn_ip), peer))
+            out += [(ipaddress.ip_address(s.vpn_ip), Peer(s.name, (f"{s.vpn_ip}/32",), None, keepalive)) for s in self.spares]
+            return [peer for _, peer in sorted(out, key=lambda item: item[0])]
+        order = mesh.relay_order(m.name)
+        first = order[0] if order else None
+        out = []
+        for o in self.members:
+            if o.name == m.name or o.behind_nat:
+                continue
+            allowed = (f"{o.vpn_ip}/32", self.vpn_cidr) if o.name == first else (f"{o.vpn_ip}/32",)
+            out.append((ipaddress.ip_address(o.vpn_ip), Peer(o.name, allowed, o.endpoint, keepalive)))
+        return [peer for _, peer in sorted(out, key=lambda item: item[0])]
+
+    def relays_for(self, m: Member) -> list[Member]:
+        """Mesh: the relays a member behind NAT tries, in order (empty for public members and in hub mode)."""
+        if self.mesh is None:
+            return []
+        return [self.member(r) for r in self.mesh.relay_order(m.name)]
+
+    def is_relay(self, m: Member) -> bool:
+        return self.mesh is not None and m.name in self.mesh.relays
 
 
 def allocate(spec: ClusterSpec, pinned: dict[str, str] | None = None, reserved: set[str] | None = None,
@@ -228,6 +276,10 @@ def build_plan(spec: ClusterSpec, pinned: dict[str, str] | None = None, *, reser
         members.append(Member(name=a.name, kind="admin", role="admin", vpn_ip=addresses[a.name]))
     hub = next(n.name for n in spec.nodes if n.role == "control-plane" and n.endpoint)
     wg_mtu = spec.vpn.underlay_mtu - facts.WIREGUARD_OVERHEAD
+    mesh = None
+    if spec.vpn.topology == "mesh":
+        mesh = build_mesh([Site(m.name, m.kind, m.role, not m.behind_nat) for m in members], spec.vpn.relays)
+    fo = spec.vpn.failover
     return Plan(
         cluster=spec.name, kubernetes=spec.kubernetes, vpn_cidr=spec.vpn.cidr, interface=spec.vpn.interface,
         port=spec.vpn.port, wg_mtu=wg_mtu, flannel_mtu=wg_mtu - facts.VXLAN_OVERHEAD,
@@ -238,11 +290,23 @@ def build_plan(spec: ClusterSpec, pinned: dict[str, str] | None = None, *, reser
         spares=tuple(spares), slot_takes=tuple(sorted((slot_takes or {}).items())),
         slot_labels=tuple(sorted((slot_labels or {}).items())), spares_target=spares_target,
         join_window_days=spec.join.window_days,
+        topology=spec.vpn.topology, mesh=mesh, failover=(fo.interval, fo.timeout, fo.misses, fo.return_after),
     )
 
 
 def plan_summary(plan: Plan) -> dict:
-    """The plan as JSON-able data (written to out/<cluster>/plan.json for tools and tests)."""
+    """The plan as JSON-able data (written to out/<cluster>/plan.json for tools and tests).
+    The mesh keys appear only for a mesh: a hub cluster's plan.json stays byte-identical."""
+    out = _summary(plan)
+    if plan.mesh is not None:
+        interval, timeout, misses, return_after = plan.failover
+        out["vpn"]["topology"] = "mesh"
+        out["mesh"] = {"relays": list(plan.mesh.relays), "relayed_pairs": len(plan.mesh.relayed_pairs()),
+                       "failover": {"interval": interval, "timeout": timeout, "misses": misses, "return_after": return_after}}
+    return out
+
+
+def _summary(plan: Plan) -> dict:
     return {
         "cluster": plan.cluster,
         "kubernetes": plan.kubernetes,

@@ -105,6 +105,15 @@ def duration_seconds(v: str) -> int | None:
     return h * 3600 + mi * 60 + se
 
 
+class Failover(Strict):
+    """The relay failover loop on members behind NAT (mesh only). Worst case to route around a dead
+    relay: misses x (interval + timeout), plus one timeout per dead relay tried: 3 x 3 + 1 = 10 s."""
+    interval: Int = Field(2, ge=1, le=60, description="seconds between probes of the active relay (a ping through the tunnel)")
+    timeout: Int = Field(1, ge=1, le=10, description="seconds a probe waits for its reply")
+    misses: Int = Field(3, ge=1, le=20, description="probes in a row the active relay may miss before the catch-all moves to the next relay that answers")
+    return_after: Int = Field(10, ge=1, le=1000, description="probes in a row a more preferred relay must answer before the catch-all returns to it (hysteresis)")
+
+
 class Vpn(Strict):
     cidr: str = Field("10.88.0.0/24", description="VPN address range, one address per member")
     port: Port = Field(51820, description="the one public UDP port (WireGuard) of the cluster")
@@ -113,6 +122,10 @@ class Vpn(Strict):
     keepalive: Int = Field(25, ge=0, le=600, description="PersistentKeepalive (s) for members behind NAT; 0 disables")
     # day two (issue 5): pre-provisioned slots, already in the hub's peer list (docs/day-two.md)
     spares: Int = Field(0, ge=0, le=250, description="spare member slots (key + address) made up front and already in the hub's peer list, so a new member needs no hub change")
+    # issue 13: no single point of failure (docs/design.md "Topology"). Absent = hub, exactly as before.
+    topology: Literal["hub", "mesh"] = Field("hub", description="hub: every member dials the hub; mesh: every pair with a public side peers directly, members behind NAT reach each other through relays with failover")
+    relays: list[str] | None = Field(None, description="mesh: the public nodes that forward between members behind NAT, in order of preference; default: public control planes, then public workers in spec order until there are two")
+    failover: Failover = Field(default_factory=Failover, description="mesh: how members behind NAT notice a dead relay and move to the next")
 
     @field_validator("interface")
     @classmethod
@@ -671,4 +684,31 @@ def check_semantics(doc: SpecDocument) -> list[Problem]:
             net = ipaddress.ip_interface(n.network.address).network
             if ipaddress.ip_address(n.network.gateway) not in net:
                 p.append(doc.problem(("nodes", i, "network", "gateway"), f"gateway {n.network.gateway} is not inside {net}", "the gateway must be on the node's own subnet"))
+    p += _check_relays(doc)
+    return p
+
+
+def _check_relays(doc: SpecDocument) -> list[Problem]:
+    """Issue 13: vpn.relays names public nodes, once each, and only for a mesh."""
+    spec, p = doc.spec, []
+    relays = spec.vpn.relays
+    if relays is None:
+        return p
+    if spec.vpn.topology != "mesh":
+        return [doc.problem(("vpn", "relays"), "relays only apply to `topology: mesh`", "set vpn.topology: mesh, or remove vpn.relays")]
+    nodes = {n.name: n for n in spec.nodes}
+    seen: set[str] = set()
+    for j, name in enumerate(relays):
+        loc = ("vpn", "relays", j)
+        if name in seen:
+            p.append(doc.problem(loc, f"relay {shown(name)} is listed twice", "name each relay once, in order of preference"))
+        elif name not in nodes:
+            p.append(doc.problem(loc, f"relay {shown(name)} is not a node of the spec", "name a node with an endpoint"))
+        elif nodes[name].endpoint is None:
+            p.append(doc.problem(loc, f"relay {shown(name)} has no endpoint: members behind NAT could not dial it", "relays must be public nodes (with `endpoint:`)"))
+        seen.add(name)
+    behind = [n for n in spec.nodes if n.endpoint is None] + list(spec.admins)
+    if not relays and len(behind) >= 2:
+        p.append(doc.problem(("vpn", "relays"), f"no relay: the {len(behind)} members behind NAT could never reach each other",
+                             "name at least one public node (two, so one can fail), or drop the key for the default"))
     return p

@@ -16,6 +16,9 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "generator" / "example-cluster.yaml"
 SPECS = Path(__file__).resolve().parent / "specs"
+# The example as it was before issue 13 (hub and spoke): tests about hub behaviour use it, now
+# that `wgkube init` writes a mesh. The same file the byte-for-byte hub test renders.
+HUB_EXAMPLE = Path(__file__).resolve().parent / "golden" / "hub-example.yaml"
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
@@ -61,3 +64,9 @@ def render_spec(spec_src: Path | str, workdir: Path, *extra: str) -> Path:
 def example_out(tmp_path_factory) -> Path:
     """The embedded example, rendered once per session (all artifacts)."""
     return render_spec(EXAMPLE, tmp_path_factory.mktemp("example"))
+
+
+@pytest.fixture(scope="session")
+def hub_example_out(tmp_path_factory) -> Path:
+    """The pre-mesh example (hub and spoke), rendered once per session (all artifacts)."""
+    return render_spec(HUB_EXAMPLE, tmp_path_factory.mktemp("hub-example"))

@@ -16,7 +16,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "generator"
 STAGES = [
     ("foundation", ("errors", "versions", "facts", "fsutil")),
     ("spec", ("spec",)),
-    ("plan", ("plan",)),
+    ("plan", ("plan", "topology")),
     ("secrets", ("secrets",)),
     ("artifacts", ("artifacts",)),
     ("output", ("output",)),

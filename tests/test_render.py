@@ -135,7 +135,7 @@ def test_admin_kubeconfig_is_signed_by_the_cluster_ca(example_out, tmp_path):
     subj = subprocess.run(["openssl", "x509", "-noout", "-subject", "-in", str(tmp_path / "admin.pem")], capture_output=True, text=True).stdout
     assert "kubeadm:cluster-admins" in subj
     wg = (example_out / "admins/laptop/wg0.conf").read_text()
-    assert "Endpoint = 203.0.113.10:51820" in wg and "AllowedIPs = 10.88.0.0/24" in wg and "PersistentKeepalive = 25" in wg
+    assert "Endpoint = 203.0.113.10:51820" in wg and "AllowedIPs = 10.88.0.1/32, 10.88.0.0/24" in wg and "PersistentKeepalive = 25" in wg
 
 
 def test_kubeadm_configs_pass_the_strict_v1beta4_model(example_out):

@@ -18,7 +18,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import EXAMPLE, SPECS, wgkube
+from conftest import EXAMPLE, HUB_EXAMPLE, SPECS, wgkube
 from generator import secrets
 from generator.proof.lab import net as lab_net
 from generator.proof.read import cluster as rendered
@@ -42,7 +42,8 @@ def cluster_of(spec_text: str, workdir: Path, bundle: Path | None = None, name: 
 
 @pytest.fixture(scope="module")
 def example(tmp_path_factory) -> rendered.Cluster:
-    return cluster_of(EXAMPLE.read_text(), tmp_path_factory.mktemp("verify-example"))
+    # Hub and spoke: these tests are about the hub's relaying (the mesh has tests/test_mesh.py).
+    return cluster_of(HUB_EXAMPLE.read_text(), tmp_path_factory.mktemp("verify-example"))
 
 
 def kinds(report) -> set[str]:

@@ -6,7 +6,7 @@ import base64
 from ..plan import Member, Plan
 from ..secrets import Bundle
 from .templates import render
-from . import wireguard
+from . import failover, wireguard
 
 
 def _b64(text: str) -> str:
@@ -24,4 +24,11 @@ def files(plan: Plan, bundle: Bundle, admin: Member) -> dict[str, tuple[bytes, i
     return {
         f"{base}/{plan.interface}.conf": (wireguard.wg_conf(plan, bundle, admin).encode(), 0o600),
         f"{base}/kubeconfig": (kubeconfig(plan, bundle, admin).encode(), 0o600),
-    }
+    } | (_failover(plan, bundle, admin, base) if failover.wanted(plan, admin) else {})
+
+
+def _failover(plan: Plan, bundle: Bundle, admin: Member, base: str) -> dict[str, tuple[bytes, int]]:
+    """Mesh: the laptop is behind NAT too; it gets the same failover loop as the nodes
+    (run it as root beside its tunnel: sh wgkube-failover failover.conf)."""
+    return {f"{base}/failover.conf": (failover.conf(plan, bundle, admin).encode(), 0o644),
+            f"{base}/wgkube-failover": (failover.script().encode(), 0o755)}

@@ -21,7 +21,7 @@ from ..plan import Member, Plan
 from ..secrets import Bundle
 from .encode import comment, yaml_scalar
 from .templates import render
-from . import firewall, join, kubeadm, wireguard
+from . import failover, firewall, join, kubeadm, wireguard
 
 ENCODINGS = ("plain", "gz+b64", "gzip")
 
@@ -95,6 +95,14 @@ def node_files(plan: Plan, bundle: Bundle, member: Member) -> list[NodeFile]:
         if plan.join_window_days:
             # Its own join credential (kubeadm-join.yaml.j2 points discovery.file here).
             files.append(NodeFile(join.JOIN_KUBECONFIG, join.join_kubeconfig(plan, bundle, member), 0o600))
+    if failover.wanted(plan, member):
+        # issue 13, mesh: a member behind NAT keeps its catch-all on a relay that answers.
+        files += [
+            NodeFile(failover.CONF_PATH, failover.conf(plan, bundle, member)),
+            NodeFile(failover.SCRIPT_PATH, failover.script(), 0o755),
+            NodeFile(failover.UNIT_PATH, failover.unit(iface)),
+            NodeFile(failover.dropin_path(iface), failover.dropin()),
+        ]
     return files
 
 

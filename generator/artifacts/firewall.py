@@ -6,6 +6,10 @@ packet between two members passes the hub (hub and spoke), so the admin rules li
 ruleset only: a worker's ruleset does not change when admins come and go. Forwarding only between
 the VPN and the pod interfaces (the hub relays VPN to VPN); SYNs into the tunnel get their MSS
 clamped to the route's MTU, so a smaller path MTU cannot black-hole TLS.
+
+Mesh (issue 13): relays forward wg0 -> wg0 between VPN addresses (counted), every other member
+drops wg0 -> wg0; the admin rules are on every node, with an output chain so that no node opens
+a connection to an admin (there is no hub in the path to stop it).
 """
 from __future__ import annotations
 
@@ -15,9 +19,20 @@ from .templates import render
 
 
 def ruleset(plan: Plan, member: Member) -> str:
-    admins = [a.vpn_ip for a in plan.admins] if member.name == plan.hub else []
+    # Hub and spoke: every packet passes the hub, so the admin rules live there only. Mesh (issue
+    # 13): admins reach public nodes directly and the others through a relay, so every node holds
+    # them (input: API and SSH only; output: nothing opens a connection to an admin).
+    admins = [a.vpn_ip for a in plan.admins] if member.name == plan.hub or plan.mesh is not None else []
     return render("firewall.nft.j2", plan=plan, member=member, listen_port=plan.listen_port(member),
                   metadata=METADATA_ADDRESS, metadata_dns_port=METADATA_DNS_PORT,
                   admins=", ".join(admins), admin_ports=", ".join(str(p) for p in sorted({*ADMIN_PORTS, API_PORT})),
-                  relay_admin_ports=", ".join(str(p) for p in sorted(ADMIN_PORTS)),
+                  relay_admin_ports=", ".join(str(p) for p in sorted(ADMIN_PORTS)), mesh_forward=mesh_forward(plan, member),
                   pod_ifaces=", ".join(f'"{i}"' for i in POD_INTERFACES))
+
+
+def mesh_forward(plan: Plan, member: Member) -> str | None:
+    """Issue 13: in a mesh, relays forward wg -> wg between VPN addresses and every other member
+    drops wg -> wg; None in hub mode (the hub's ruleset stays as it was)."""
+    if plan.mesh is None:
+        return None
+    return "relay" if plan.is_relay(member) else "none"

@@ -1,25 +1,47 @@
-"""The hub's live peer update: a script, fed to the hub over SSH, that applies the rendered peer
-list with `wg syncconf` (sessions kept). Public keys only; the hub's private key stays on the hub."""
+"""Live peer updates: a script, fed to a running member over SSH, that applies its rendered peer
+list with `wg syncconf` (sessions kept). Public keys only; the member's private key stays on it.
+
+Hub topology: one script, for the hub (hub-update/<iface>.sh). Mesh (issue 13): one per node
+(peer-update/<node>.sh), since adding or removing a public member changes every member's peers."""
 from __future__ import annotations
 
 import shlex
 
-from ..plan import Plan
+from ..plan import Member, Plan
 from ..secrets import Bundle
 from .encode import Block
 from .templates import render
+
+# The words that differ between the hub's script and a mesh member's (the hub's stay as they were).
+_HUB_WORDS = {"title": "the hub", "the": "the hub", "noun": "hub", "var": "HUB_PUBLIC_KEY", "tag": "wgkube-hub-update"}
+_MEMBER_WORDS = {"title": "a member", "the": "the member", "noun": "member", "var": "MEMBER_PUBLIC_KEY", "tag": "wgkube-peer-update"}
 
 
 def hub_update_script(plan: Plan, bundle: Bundle, hub_conf: str) -> str:
     """A bash script, fed to the hub over SSH, that makes its WireGuard config equal the rendered
     one while keeping the hub's own private key on the hub, then applies it with `wg syncconf`
     (peers that did not change keep their sessions). Holds public keys only. Idempotent."""
-    before, _, after = hub_conf.partition("\nPrivateKey = ")
+    return _script(plan, bundle, plan.hub_member, hub_conf, _HUB_WORDS,
+                   hub_update_command(plan, "hub-update/" + hub_update_name(plan)))
+
+
+def member_update_script(plan: Plan, bundle: Bundle, member: Member, conf: str) -> str:
+    """Mesh: the same live update for any node (its own key checked, its private key kept)."""
+    from . import failover  # the failover settings travel with the peers (they hold the relays' keys)
+    fo = failover.conf(plan, bundle, member) if failover.wanted(plan, member) else None
+    return _script(plan, bundle, member, conf, _MEMBER_WORDS,
+                   member_update_command(plan, member, member_update_path(member)), fo)
+
+
+def _script(plan: Plan, bundle: Bundle, member: Member, conf: str, words: dict, apply: str,
+            failover_conf: str | None = None) -> str:
+    before, _, after = conf.partition("\nPrivateKey = ")
     after = after.split("\n", 1)[1] if "\n" in after else ""
-    if "WGKUBE_EOF" in hub_conf or not hub_conf.endswith("\n"):
-        raise ValueError("the hub's config cannot be embedded in the update script")  # cannot happen with wg.conf.j2
-    return render("hub-update.sh.j2", plan=plan, hub=plan.hub_member, hub_public_key=bundle.public_key(plan.hub),
-                  conf_before=Block(before + "\n"), conf_after=Block(after), apply=hub_update_command(plan, "hub-update/" + hub_update_name(plan)))
+    if "WGKUBE_EOF" in conf or not conf.endswith("\n") or "WGKUBE_EOF" in (failover_conf or ""):
+        raise ValueError("the config cannot be embedded in the update script")  # cannot happen with wg.conf.j2
+    return render("hub-update.sh.j2", plan=plan, hub=member, hub_public_key=bundle.public_key(member.name),
+                  conf_before=Block(before + "\n"), conf_after=Block(after), apply=apply, words=words,
+                  failover_conf=Block(failover_conf) if failover_conf else None)
 
 
 def hub_update_name(plan: Plan) -> str:
@@ -28,3 +50,11 @@ def hub_update_name(plan: Plan) -> str:
 
 def hub_update_command(plan: Plan, script_path: str) -> str:
     return f"ssh {plan.login_user}@{plan.api_address} sudo bash -s < {shlex.quote(script_path)}"
+
+
+def member_update_path(member: Member) -> str:
+    return f"peer-update/{member.name}.sh"
+
+
+def member_update_command(plan: Plan, member: Member, script_path: str) -> str:
+    return f"ssh {plan.login_user}@{member.vpn_ip} sudo bash -s < {shlex.quote(script_path)}"

@@ -66,7 +66,8 @@ def register(app: typer.Typer, user_errors) -> None:
             # The generic "hub changes" / "own config changes" notes become one ordered rollout.
             steps = rollout(prepared.plan, rekey, str(cluster_dir))
             report.actions = [f"rekey {rekey}, in this order:\n    " + "\n    ".join(steps)] + [
-                a for a in report.actions if "hub-update" not in a and "own WireGuard config" not in a]
+                a for a in report.actions if "hub-update" not in a and "own WireGuard config" not in a
+                and "peer-update/" not in a and "its WireGuard config changes" not in a]
         if as_json:
             sys.stdout.write(json.dumps(daytwo_report.report_json(report), indent=1, sort_keys=True) + "\n")
             return

@@ -37,9 +37,12 @@ def run(target: Path, secrets: Optional[Path], show_all: bool, console: Console)
     hops = ", ".join(f"{count} in {h} hop{'s' if h > 1 else ''}" for h, count in sorted(report.hops.items())) or "none"
     console.print(f"{source}: {len(names)} members, {report.pairs} ordered pairs, {report.reachable} reach ({hops}); "
                   f"simulated in {report.seconds:.2f} s, {elapsed:.2f} s in all", highlight=False)
+    if report.mesh is not None:
+        _print_mesh(report.mesh, console)
     if report.ok:
         console.print("[green]ok[/]: every member reaches every other; public side shows only the WireGuard port "
-                      "and exposed ports; keepalives and MTU chain fit")
+                      "and exposed ports; keepalives and MTU chain fit"
+                      + ("; direct wherever a side is public" + ("" if report.mesh.warnings else "; every relay can fail") if report.mesh is not None else ""))
         return 0
     table = Table(title=f"{len(report.findings)} finding(s)")
     for col in ("kind", "where", "pairs", "detail"):
@@ -53,6 +56,27 @@ def run(target: Path, secrets: Optional[Path], show_all: bool, console: Console)
     for kind in sorted(report.kinds()):
         console.print(f"  {kind}: {KINDS[kind]}", highlight=False)
     return 1
+
+
+def _print_mesh(mesh, console: Console) -> None:
+    """Issue 13: which pairs are relayed, and each relay declared down in turn."""
+    relayed = sum(mesh.relayed.values())
+    console.print(f"mesh: {mesh.direct_pairs} ordered pairs with a public side, all direct unless listed below; "
+                  f"{relayed} relayed (both behind NAT)"
+                  + (": " + ", ".join(f"{count} via {name}" for name, count in mesh.relayed.most_common()) if relayed else ""),
+                  highlight=False)
+    for a, b, via in mesh.relayed_examples[:6]:
+        console.print(f"  relayed: {a} -> {b} via {via}", highlight=False)
+    if relayed > 6:
+        console.print(f"  ... and {relayed - 6} more relayed pairs", highlight=False)
+    for d in mesh.down:
+        moved = ", ".join(f"{count} catch-all(s) to {name}" for name, count in d.moved.items()) or "no catch-all pointed at it"
+        console.print(f"  relay {d.relay} down: {d.reachable} of {d.pairs} pairs without it reach ({moved})", highlight=False)
+    if mesh.failover_seconds is not None:
+        console.print(f"  failover settings: a dead relay is routed around within about {mesh.failover_seconds} s "
+                      f"(misses x (interval + timeout) + timeout)", highlight=False)
+    for w in mesh.warnings:
+        console.print(f"[yellow]warning[/]: {w}", highlight=False)
 
 
 def register(app: typer.Typer, user_errors) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass, field
 
-from ..artifacts.hub_update import hub_update_command, hub_update_name
+from ..artifacts.hub_update import hub_update_command, hub_update_name, member_update_command, member_update_path
 from ..artifacts.join import join_window
 from ..plan import Plan
 from ..secrets import Bundle
@@ -15,7 +15,8 @@ from ..secrets import Bundle
 def _category(path: str, iface: str) -> str:
     if path == f"/etc/wireguard/{iface}.conf":
         return "live"       # the running tunnel: apply by hand (hub-update script, or the node's new conf)
-    if path in ("/etc/wgkube/firewall.nft", "/etc/sysctl.d/90-wgkube.conf", "/etc/modules-load.d/wgkube.conf") \
+    if path in ("/etc/wgkube/firewall.nft", "/etc/sysctl.d/90-wgkube.conf", "/etc/modules-load.d/wgkube.conf",
+                "/etc/wgkube/failover.conf", "/usr/local/sbin/wgkube-failover") \
             or path.startswith("/etc/systemd/") or path.startswith("/etc/udev/"):
         return "boot"       # read at boot: copy it over and restart the unit (or reboot)
     return "first-boot"     # kubeadm config, PKI, join credential, first-boot script: used once
@@ -136,14 +137,22 @@ def _actions(members: list[MemberChange], plan: Plan, bundle: Bundle, out_hint: 
         # A manifest from an older wgkube has no per-file detail: assume the worst for the hub.
         return not detail and any(f.path.endswith("/user-data") and f.status == "changed" for f in mc.files)
 
-    if hub is not None and hub.status == "changed" and tunnel_changes(hub):
+    mesh = plan.mesh is not None
+    if mesh:
+        # issue 13: every node whose peer list changes gets its own live update, member by member.
+        for mc in members:
+            if mc.kind == "node" and mc.status == "changed" and tunnel_changes(mc):
+                m = plan.member(mc.name)
+                actions.append(f"{mc.name}: its WireGuard peer list changes; apply it over the VPN (peers that did not change "
+                               f"keep their sessions):\n    " + member_update_command(plan, m, f"{out_hint}/{member_update_path(m)}"))
+    if not mesh and hub is not None and hub.status == "changed" and tunnel_changes(hub):
         actions.append(f"hub {plan.hub}: its WireGuard peer list changes; apply it over the VPN "
                        f"(peers that did not change keep their sessions):\n    "
                        + hub_update_command(plan, f"{out_hint}/hub-update/{hub_update_name(plan)}"))
     for mc in members:
         if mc.status == "removed":
             if old_kinds.get(mc.name, mc.kind) == "node":
-                actions.append(f"{mc.name} left the cluster: its VPN key is retired and dropped from the hub; remove it from Kubernetes:\n"
+                actions.append(f"{mc.name} left the cluster: its VPN key is retired and dropped from {'every peer list' if mesh else 'the hub'}; remove it from Kubernetes:\n"
                                f"    kubectl delete node {mc.name}")
             else:
                 actions.append(f"admin {mc.name} left: its VPN key is retired; its kubeconfig certificate stays valid until it expires "
@@ -154,12 +163,16 @@ def _actions(members: list[MemberChange], plan: Plan, bundle: Bundle, out_hint: 
                 actions.append(f"{mc.name}'s join credential stays valid until {end:%Y-%m-%d %H:%M} UTC (certificates cannot be revoked); "
                                f"it only works from inside the VPN, where {mc.name} no longer is")
             continue
-        if mc.status != "changed" or mc.name == plan.hub:
+        if mc.status != "changed" or (mc.name == plan.hub and not mesh):
             continue
-        if tunnel_changes(mc) and mc.status == "changed":
+        if tunnel_changes(mc) and mc.status == "changed" and not (mesh and mc.kind == "node"):
             where = f"{out_hint}/{'wireguard' if mc.kind == 'node' else 'admins'}/{mc.name}/{iface}.conf"
-            actions.append(f"{mc.name}: its own WireGuard config changes (new key?); install {where} on it "
-                           "(see `wgkube rekey` for the order)")
+            if mesh:  # an admin device in a mesh: a public member came or went, or a key changed
+                actions.append(f"{mc.name}: its WireGuard config changes; install {where} on it locally "
+                               "(see `wgkube rekey` for the order when a key changed)")
+            else:
+                actions.append(f"{mc.name}: its own WireGuard config changes (new key?); install {where} on it "
+                               "(see `wgkube rekey` for the order)")
         boot = inner_changes(mc, "boot")
         if boot and mc.kind == "node":
             actions.append(f"{mc.name}: files read at boot change ({', '.join(boot)}); copy them from its user-data and restart "
@@ -170,7 +183,7 @@ def _actions(members: list[MemberChange], plan: Plan, bundle: Bundle, out_hint: 
         if end < now and name in by_name:
             actions.append(f"{name}'s join credential expired on {end:%Y-%m-%d %H:%M} UTC; if {name} has not joined yet, "
                            f"give it a new window: wgkube rekey {name} SPEC --join")
-    if hub is not None and hub.status == "changed":
+    if not mesh and hub is not None and hub.status == "changed":
         boot = inner_changes(hub, "boot")
         if boot:
             actions.append(f"hub {plan.hub}: files read at boot change ({', '.join(boot)}); copy them over and restart the unit")

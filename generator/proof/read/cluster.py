@@ -18,6 +18,7 @@ from ...errors import Problem, UserError
 
 FIREWALL_PATH = "/etc/wgkube/firewall.nft"
 SYSCTL_PATH = "/etc/sysctl.d/90-wgkube.conf"
+FAILOVER_PATH = "/etc/wgkube/failover.conf"   # issue 13: mesh members behind NAT
 
 
 def wg_path(interface: str) -> str:
@@ -37,6 +38,7 @@ class MemberFiles:
     wg_conf: str
     firewall: str | None                    # admins get none from wgkube
     sysctl: str | None
+    failover: str | None = None             # mesh, behind NAT: the relay failover settings
 
 
 @dataclass
@@ -52,6 +54,9 @@ class Cluster:
     # Day-two spare slots: VPN address -> slot name. The hub lists them as peers whose keys
     # belong to no member yet; that is on purpose, not a stray peer.
     spares: dict[str, str] = field(default_factory=dict)
+    # Issue 13: "hub" or "mesh", and the mesh's relays in order of preference (from the plan).
+    topology: str = "hub"
+    relays: list[str] = field(default_factory=list)
 
     def member(self, name: str) -> MemberFiles:
         return next(m for m in self.members if m.name == name)
@@ -81,6 +86,9 @@ def from_prepared(prepared) -> Cluster:
     cluster = Cluster(plan.cluster, plan.interface, plan.vpn_cidr, plan.pod_cidr, plan.port,
                       plan.underlay_mtu, plan.flannel_mtu)
     cluster.spares = {slot.vpn_ip: slot.name for slot in getattr(plan, "spares", ())}
+    if plan.mesh is not None:
+        from ...artifacts import failover as failover_art
+        cluster.topology, cluster.relays = "mesh", list(plan.mesh.relays)
     for m in plan.members:
         if m.is_node:
             # The three artifacts node_files puts at these paths, without rendering the rest
@@ -91,7 +99,8 @@ def from_prepared(prepared) -> Cluster:
             fw = sysctl = None
         cluster.members.append(MemberFiles(
             m.name, m.kind, m.role, m.behind_nat, m.endpoint_host, m.endpoint_port, m.public_address,
-            tuple((e.protocol, e.first, e.last) for e in m.expose), wg, fw, sysctl))
+            tuple((e.protocol, e.first, e.last) for e in m.expose), wg, fw, sysctl,
+            failover_art.conf(plan, bundle, m) if plan.mesh is not None and failover_art.wanted(plan, m) else None))
     return cluster
 
 
@@ -113,6 +122,8 @@ def from_out_dir(out_dir: Path) -> Cluster:
                           vpn["underlay_mtu"], plan["flannel_mtu"])
         entries = plan["members"]
         cluster.spares = {s["vpn_ip"]: s["slot"] for s in plan.get("spares") or []}
+        if vpn.get("topology") == "mesh":
+            cluster.topology, cluster.relays = "mesh", list(plan["mesh"]["relays"])
     except (ValueError, KeyError, TypeError):
         raise UserError(Problem(str(out_dir / "plan.json"), "not a wgkube plan.json (corrupt or from another version)",
                                 "re-render with `wgkube render`")) from None
@@ -131,12 +142,15 @@ def from_out_dir(out_dir: Path) -> Cluster:
             if wg_path(cluster.interface) not in files:
                 raise UserError(Problem(str(ud_path), f"no {wg_path(cluster.interface)} in write_files", "re-render with `wgkube render`"))
             wg, fw, sysctl = files[wg_path(cluster.interface)], files.get(FIREWALL_PATH), files.get(SYSCTL_PATH)
+            failover = files.get(FAILOVER_PATH)
         else:
             wg = _read(out_dir / "admins" / e["name"] / f"{cluster.interface}.conf", "the admin's WireGuard config").decode()
             fw = sysctl = None
+            fo_path = out_dir / "admins" / e["name"] / "failover.conf"
+            failover = fo_path.read_text() if fo_path.is_file() else None
         cluster.members.append(MemberFiles(
             e["name"], e["kind"], e["role"], bool(e["behind_nat"]), host, port, e.get("public_address"),
-            _expose(e.get("expose") or []), wg, fw, sysctl))
+            _expose(e.get("expose") or []), wg, fw, sysctl, failover))
     return cluster
 
 

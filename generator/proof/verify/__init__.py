@@ -34,5 +34,9 @@ def verify(cluster: Cluster, keep_matrix: bool | None = None, fast: bool = True)
     report = Report(cluster.name, sim.names)
     sim.pairs(report, keep_matrix if keep_matrix is not None else sim.n <= MATRIX_LIMIT, fast)
     report.findings = sim.findings
+    if cluster.topology == "mesh":
+        # issue 13: direct paths, relayed pairs, failover settings, each relay down in turn
+        from .relays import check_mesh
+        report.mesh = check_mesh(cluster, sim, report)
     report.seconds = time.perf_counter() - t0
     return report

@@ -20,6 +20,10 @@ KINDS = {
     "metadata": "pod addresses can reach the cloud metadata service",
     "role-port": "on the VPN an admin reaches more than the API and SSH, a node cannot reach another's cluster ports, or something opens a connection to an admin",
     "mtu": f"the MTU chain underlay -> WireGuard (-{WIREGUARD_OVERHEAD}) -> VXLAN (-{VXLAN_OVERHEAD}) does not fit",
+    # issue 13, mesh
+    "indirect": "a pair with a public side goes through a third member instead of directly",
+    "failover": "the relay failover settings of a member behind NAT are missing or do not match its WireGuard config",
+    "relay-down": "with one relay down (and the catch-all moved to the next relay), a pair not involving it does not reach",
 }
 
 
@@ -41,6 +45,7 @@ class Report:
     matrix: dict[tuple[int, int], str] | None = None
     findings: list[Finding] = field(default_factory=list)
     seconds: float = 0.0
+    mesh: object | None = None     # relays.MeshResult for a mesh (issue 13)
 
     @property
     def ok(self) -> bool:

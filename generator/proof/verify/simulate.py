@@ -36,5 +36,25 @@ class Simulation(Routing, Exposure, Reachability, RolePorts):
         self._edges()
         self._role_ports()
 
+    @classmethod
+    def derived(cls, base: "Simulation", keep: list[int], cfgs: list[WgConfig]) -> "Simulation":
+        """The members `keep` of base with new (already parsed) WireGuard configs: for what-if
+        runs such as a relay declared down (relays.py). Rulesets are reused, not parsed again."""
+        sim = cls.__new__(cls)
+        sim.c = base.c
+        sim.m = [base.m[i] for i in keep]
+        sim.n = len(keep)
+        sim.names = [base.names[i] for i in keep]
+        sim.iface = base.iface
+        sim.findings = []
+        sim.cfg = cfgs
+        sim._rulesets = base._rulesets
+        sim.fw = [base.fw[i] for i in keep]
+        sim.fwd_on = [base.fwd_on[i] for i in keep]
+        sim._identities()
+        sim._tables()
+        sim._edges()
+        return sim
+
     def add(self, kind: str, where: str, detail: str, count: int = 1) -> None:
         self.findings.append(Finding(kind, where, detail, count))

@@ -55,6 +55,7 @@ def lab_cli(out: Path) -> tuple[subprocess.CompletedProcess, float, str]:
 
 
 def test_lab_example_cluster(example_out, lab_tools):
+    """The example from `wgkube init` is a mesh (issue 13): the same promises, plus relay failover."""
     proc, elapsed, _ = lab_cli(example_out)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     out = proc.stdout
@@ -70,7 +71,18 @@ def test_lab_example_cluster(example_out, lab_tools):
     for line in ("laptop -> hub :6443", "laptop -> hub :22", "laptop -> worker-1 :22",
                  "hub -> worker-1 :10250", "worker-1 -> hub :2379", "worker-1 -> hub :10250"):
         assert re.search(rf"vpn tcp\s+│ {re.escape(line)}\s+│ connected\s+│ connected", out), line
-    print(f"\nlab, example cluster (4 members): {elapsed:.1f} s")
+    failover = re.search(r"relay failover: ([\d.]+) s", out)
+    assert failover and float(failover.group(1)) < 30, out
+    print(f"\nlab, example cluster (4 members, mesh): {elapsed:.1f} s, relay failover {failover.group(1)} s")
+
+
+def test_lab_hub_example_cluster(hub_example_out, lab_tools):
+    """A spec without `topology` (hub and spoke) keeps passing the lab exactly as before."""
+    proc, elapsed, _ = lab_cli(hub_example_out)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "relay failover" not in proc.stdout and "│ failover" not in proc.stdout
+    assert re.search(r"ping before it sends\s+│ hub -> homelab-1\s+│ reply\s+│ reply", proc.stdout)
+    print(f"\nlab, hub example cluster (4 members): {elapsed:.1f} s")
 
 
 def test_lab_six_members_two_nats_under_a_minute(tmp_path, lab_tools):
@@ -89,8 +101,8 @@ def test_lab_six_members_two_nats_under_a_minute(tmp_path, lab_tools):
     assert elapsed < 60
 
 
-def test_two_labs_at_once(example_out, tmp_path, lab_tools):
-    procs = [subprocess.Popen([sys.executable, "-m", "generator", "lab", str(example_out)], stdout=subprocess.PIPE,
+def test_two_labs_at_once(hub_example_out, tmp_path, lab_tools):
+    procs = [subprocess.Popen([sys.executable, "-m", "generator", "lab", str(hub_example_out)], stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True, env={**os.environ, "COLUMNS": "200", "PYTHONPATH": str(REPO)})
              for _ in range(2)]
     results = [p.communicate(timeout=120) for p in procs]
@@ -207,9 +219,9 @@ def broken_copy(example_out: Path, tmp_path: Path, node: str, path: str, change)
 
 
 @pytest.mark.parametrize("name", list(BREAKS))
-def test_verify_and_lab_catch_what_they_should(name, example_out, tmp_path, lab_tools):
+def test_verify_and_lab_catch_what_they_should(name, hub_example_out, tmp_path, lab_tools):
     node, path, change, verify_kinds, lab_failures = BREAKS[name]
-    out = broken_copy(example_out, tmp_path, node, path, change)
+    out = broken_copy(hub_example_out, tmp_path, node, path, change)
     report = verify(rendered.from_out_dir(out))
     assert {f.kind for f in report.findings} == verify_kinds
     result = run_lab(out)
@@ -218,8 +230,8 @@ def test_verify_and_lab_catch_what_they_should(name, example_out, tmp_path, lab_
     print(f"\nlab, {name}: {result.total_seconds:.1f} s, {len(failed)} failed check(s) as expected")
 
 
-def test_lab_cli_exits_1_on_a_failed_check(example_out, tmp_path, lab_tools):
-    out = broken_copy(example_out, tmp_path, "hub", FW, _open_6443)
+def test_lab_cli_exits_1_on_a_failed_check(hub_example_out, tmp_path, lab_tools):
+    out = broken_copy(hub_example_out, tmp_path, "hub", FW, _open_6443)
     proc, _, _ = lab_cli(out)
     assert proc.returncode == 1, proc.stdout + proc.stderr
     failing = [line for line in proc.stdout.splitlines() if "FAIL" in line]
@@ -229,3 +241,36 @@ def test_lab_cli_exits_1_on_a_failed_check(example_out, tmp_path, lab_tools):
 def test_lab_refuses_what_is_not_an_out_dir(tmp_path, lab_tools):
     proc = wgkube("lab", str(tmp_path), check=False)
     assert proc.returncode == 2 and "plan.json" in proc.stderr and "Traceback" not in proc.stderr
+
+
+# --------------------------------------------------------------------------- issue 13: the mesh
+
+
+def test_mesh_lab_direct_paths_and_relay_failover_for_real(tmp_path, lab_tools):
+    """tests/specs/mesh-lab.yaml: four public nodes (relays hub, worker-1), home-1 and the laptop
+    behind one NAT gateway, home-2 behind another. Public pairs never pass a relay (counters);
+    the active relay's link goes down; the rendered failover loops move every catch-all to
+    worker-1; every other pair reaches again in under 30 s; the relay comes back and the loops
+    return to it. verify agrees beforehand without root."""
+    out = render_spec(SPECS / "mesh-lab.yaml", tmp_path, "--no-packer", "--no-iso")
+    report = verify(rendered.from_out_dir(out))
+    assert report.ok and report.mesh is not None
+    assert [(d.relay, d.reachable, d.pairs) for d in report.mesh.down] == [("hub", 30, 30), ("worker-1", 30, 30)]
+    t0 = time.monotonic()
+    result = run_lab(out)
+    elapsed = time.monotonic() - t0
+    failed = [(c.group, c.subject, c.got) for c in result.checks if not c.ok]
+    assert result.ok, failed
+    by = {(c.group, c.subject): c for c in result.checks}
+    direct = by[("direct", "worker-2 <-> worker-3 (public)")]
+    assert direct.got.startswith("reply/reply; hub +0, worker-1 +0;"), direct.got
+    relayed = by[("relayed", "home-1 -> home-2 (both behind NAT)")]
+    assert re.fullmatch(r"reply; hub \+[1-9]\d*", relayed.got), relayed.got
+    for name in ("home-1", "home-2", "laptop"):
+        moved = by[("failover", f"{name}: catch-all 10.66.0.0/24")]
+        assert moved.got.startswith("on worker-1; log: relay hub missed 3 probes"), moved.got
+    back = by[("failover", "relay hub back: catch-alls return to it, every pair reaches")]
+    assert re.fullmatch(r"back after [\d.]+ s; 42/42 pairs reply", back.got), back.got
+    seconds = result.failover_seconds
+    print(f"\nlab, mesh-lab (7 members, 2 relays, 2 NAT gateways): {elapsed:.1f} s, relay failover {seconds:.1f} s")
+    assert seconds is not None and seconds < 30 and elapsed < 60

@@ -38,6 +38,9 @@ def _print(result, console: Console) -> None:
         if c.group != "ping":
             table.add_row(c.group, c.subject, c.expected, c.got, "ok" if c.ok else "[red]FAIL[/]")
     console.print(table)
+    if result.failover_seconds is not None:  # issue 13
+        console.print(f"relay failover: {result.failover_seconds:.1f} s from the active relay's link going down until every "
+                      f"pair without it pinged again", highlight=False)
     failed = [c for c in result.checks if not c.ok]
     console.print(f"{len(result.checks)} checks, {len(failed)} failed; setup {result.setup_seconds:.1f} s, "
                   f"checks {result.check_seconds:.1f} s, total {result.total_seconds:.1f} s (cleanup included)", highlight=False)

@@ -66,6 +66,7 @@ class LabResult:
     setup_seconds: float = 0.0
     check_seconds: float = 0.0
     total_seconds: float = 0.0
+    failover_seconds: float | None = None   # mesh: relay down -> every other pair reaches again
 
     @property
     def ok(self) -> bool:

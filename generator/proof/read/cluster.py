@@ -19,6 +19,7 @@ from ...errors import Problem, UserError
 FIREWALL_PATH = "/etc/wgkube/firewall.nft"
 SYSCTL_PATH = "/etc/sysctl.d/90-wgkube.conf"
 FAILOVER_PATH = "/etc/wgkube/failover.conf"   # issue 13: mesh members behind NAT
+FAILOVER_SCRIPT_PATH = "/usr/local/sbin/wgkube-failover"
 
 
 def wg_path(interface: str) -> str:
@@ -39,6 +40,7 @@ class MemberFiles:
     firewall: str | None                    # admins get none from wgkube
     sysctl: str | None
     failover: str | None = None             # mesh, behind NAT: the relay failover settings
+    failover_script: str | None = None      # ... and the loop itself (the lab runs it)
 
 
 @dataclass
@@ -100,7 +102,8 @@ def from_prepared(prepared) -> Cluster:
         cluster.members.append(MemberFiles(
             m.name, m.kind, m.role, m.behind_nat, m.endpoint_host, m.endpoint_port, m.public_address,
             tuple((e.protocol, e.first, e.last) for e in m.expose), wg, fw, sysctl,
-            failover_art.conf(plan, bundle, m) if plan.mesh is not None and failover_art.wanted(plan, m) else None))
+            *((failover_art.conf(plan, bundle, m), failover_art.script())
+              if plan.mesh is not None and failover_art.wanted(plan, m) else (None, None))))
     return cluster
 
 
@@ -142,15 +145,17 @@ def from_out_dir(out_dir: Path) -> Cluster:
             if wg_path(cluster.interface) not in files:
                 raise UserError(Problem(str(ud_path), f"no {wg_path(cluster.interface)} in write_files", "re-render with `wgkube render`"))
             wg, fw, sysctl = files[wg_path(cluster.interface)], files.get(FIREWALL_PATH), files.get(SYSCTL_PATH)
-            failover = files.get(FAILOVER_PATH)
+            failover, failover_script = files.get(FAILOVER_PATH), files.get(FAILOVER_SCRIPT_PATH)
         else:
             wg = _read(out_dir / "admins" / e["name"] / f"{cluster.interface}.conf", "the admin's WireGuard config").decode()
             fw = sysctl = None
             fo_path = out_dir / "admins" / e["name"] / "failover.conf"
             failover = fo_path.read_text() if fo_path.is_file() else None
+            script_path = out_dir / "admins" / e["name"] / "wgkube-failover"
+            failover_script = script_path.read_text() if script_path.is_file() else None
         cluster.members.append(MemberFiles(
             e["name"], e["kind"], e["role"], bool(e["behind_nat"]), host, port, e.get("public_address"),
-            _expose(e.get("expose") or []), wg, fw, sysctl, failover))
+            _expose(e.get("expose") or []), wg, fw, sysctl, failover, failover_script))
     return cluster
 
 

@@ -15,8 +15,10 @@ from ..secrets import Bundle
 def _category(path: str, iface: str) -> str:
     if path == f"/etc/wireguard/{iface}.conf":
         return "live"       # the running tunnel: apply by hand (hub-update script, or the node's new conf)
+    if path == "/etc/wgkube/failover.conf":
+        return "live"       # mesh: the peer update script installs it with the peers and restarts the loop
     if path in ("/etc/wgkube/firewall.nft", "/etc/sysctl.d/90-wgkube.conf", "/etc/modules-load.d/wgkube.conf",
-                "/etc/wgkube/failover.conf", "/usr/local/sbin/wgkube-failover") \
+                "/usr/local/sbin/wgkube-failover") \
             or path.startswith("/etc/systemd/") or path.startswith("/etc/udev/"):
         return "boot"       # read at boot: copy it over and restart the unit (or reboot)
     return "first-boot"     # kubeadm config, PKI, join credential, first-boot script: used once
@@ -123,13 +125,12 @@ def _actions(members: list[MemberChange], plan: Plan, bundle: Bundle, out_hint: 
     iface = plan.interface
     by_name = {mc.name: mc for mc in members}
     hub = by_name.get(plan.hub)
-    live = f"/etc/wireguard/{iface}.conf"
 
     def inner_changes(mc: MemberChange, category: str) -> list[str]:
         return [p for f in mc.changed() for (p, st, cat) in f.inner if cat == category]
 
     def tunnel_changes(mc: MemberChange) -> bool:
-        if live in inner_changes(mc, "live"):
+        if inner_changes(mc, "live"):   # the tunnel, or (mesh) the failover settings that go with it
             return True
         own = (f"wireguard/{mc.name}/{iface}.conf", f"admins/{mc.name}/{iface}.conf")
         if any(f.path in own and f.status == "changed" for f in mc.files):

@@ -116,4 +116,19 @@ def print_all(console: Console, results: dict) -> None:
         else:
             for r in item["rows"]:
                 console.print(f"lab: {r['members']} members: {_s(r.get('wall_s'))}, {r['status']} (exit {r.get('exit_code')})")
+    mesh = results.get("mesh")
+    if mesh:  # issue 13
+        for r in mesh["render"]:
+            ud = r["user-data"]
+            console.print(f"mesh render: {r['members']} members ({r['public']} public, relays {', '.join(r['relays'])}): "
+                          f"{_s(ud['median_s'])} wall, {_s(ud['cpu_median_s'])} CPU (medians)")
+        sz = mesh["sizes"]
+        console.print(f"mesh sizes at {sz['members']} members: public {sz['largest_public']} {sz['public']['bytes']} "
+                      f"(best {sz['public']['best_encoding']}); behind NAT {sz['behind_nat']['name']} {sz['behind_nat']['bytes']}")
+        for v in mesh["verify"]:
+            console.print(f"mesh verify: {v['members']} members ({v['ordered_pairs']} pairs, {v['relayed_pairs']} relayed, "
+                          f"{len(v['relay_down'])} relays down in turn): {_s(v['median_s'])}, ok={v['ok']}")
+        lab = mesh["lab"]
+        console.print(f"mesh lab: {lab.get('note') or lab['status']}"
+                      + (f", relay failover {lab['failover_s']:.1f} s, lab {_s(lab['wall_s'])}" if lab.get("failover_s") is not None else ""))
     console.print(targets_table(results["targets"]))

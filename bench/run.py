@@ -3,7 +3,7 @@
   python -m bench                 full run (several minutes on 2 cores)
   python -m bench --smoke         N=10 only, seconds; what CI runs (tests/test_bench_smoke.py)
   python -m bench --json PATH     where to write the results (default bench/results.json)
-  python -m bench --only sizes    one or more sections: render, sizes, peer, proofs
+  python -m bench --only sizes    one or more sections: render, sizes, peer, proofs, mesh
 """
 from __future__ import annotations
 
@@ -19,10 +19,10 @@ from pathlib import Path
 
 from rich.console import Console
 
-from . import peer_bench, proof_bench, render_bench, report, size_bench, targets
+from . import mesh_bench, peer_bench, proof_bench, render_bench, report, size_bench, targets
 from .measure import loadavg, machine
 
-SECTIONS = ("render", "sizes", "peer", "proofs")
+SECTIONS = ("render", "sizes", "peer", "proofs", "mesh")
 DEFAULT_JSON = Path(__file__).resolve().parent / "results.json"
 
 
@@ -39,14 +39,21 @@ class Plan:
     verify_runs: int
     lab: list[int] = field(default_factory=list)
     install: bool = True
+    # issue 13: mesh render sizes (10% public), the size measured for a public member, verify sizes
+    mesh: list[int] = field(default_factory=list)
+    mesh_runs: dict[int, int] = field(default_factory=dict)
+    mesh_size_at: int = 50
+    mesh_verify: list[int] = field(default_factory=list)
+    mesh_lab: bool = False
 
 
 FULL = Plan(mode="full", render=[10, 100, 1000], render_runs={10: 7, 100: 5, 1000: 3}, sizes=[10, 50, 250],
             marginal_k=10, peer=[10, 100, 500], peer_runs={10: 9, 100: 3, 500: 3}, verify_members=1000, verify_runs=3,
-            lab=[4, 12])
+            lab=[4, 12], mesh=[10, 100, 1000], mesh_runs={10: 7, 100: 5, 1000: 3}, mesh_verify=[100, 1000], mesh_lab=True)
 # Smoke: keeps every code path working in seconds; never installs anything, never starts a lab.
 SMOKE = Plan(mode="smoke", render=[10], render_runs={10: 1}, sizes=[10], marginal_k=10, peer=[10], peer_runs={10: 1},
-             verify_members=10, verify_runs=1, lab=[], install=False)
+             verify_members=10, verify_runs=1, lab=[], install=False, mesh=[10], mesh_runs={10: 1}, mesh_size_at=10,
+             mesh_verify=[10])
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -94,6 +101,9 @@ def main(argv: list[str] | None = None) -> int:
             section("verify", lambda: proof_bench.verify(plan.verify_members, plan.verify_runs, work, log))
             section("lab", lambda: proof_bench.lab(plan.lab, work, log) if plan.lab else
                                               {"status": "skipped", "rows": [], "note": "the lab is not run in smoke mode"})
+        if "mesh" in sections:
+            section("mesh", lambda: mesh_bench.run(plan.mesh, plan.mesh_runs, plan.mesh_size_at, plan.mesh_verify,
+                                                   plan.mesh_lab, work, log))
     results["targets"] = targets.evaluate(results)
     results["meta"].update(load_after=loadavg(), duration_s=time.perf_counter() - started)
     report.print_all(console, results)

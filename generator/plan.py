@@ -171,32 +171,42 @@ class Plan:
         """Mesh (topology.py): a public member lists every other member (and the spare slots) like
         the hub does, by VPN address; a member behind NAT lists the public members only, and the
         first relay of its order also carries the catch-all (the VPN range) for NAT-to-NAT traffic.
-        PersistentKeepalive on every link with a side behind NAT."""
+        PersistentKeepalive on every link with a side behind NAT.
+
+        A member's entry is the same in every public member's list, and every member behind NAT
+        has the same list: both are made once per plan (1,000 members: 100,000 entries otherwise)."""
         mesh = self.mesh
         assert mesh is not None
-        keepalive = self.keepalive or None
+        cache = self._index.setdefault("_mesh", {})
         if mesh.is_public(m.name):
-            labels = dict(self.slot_labels)
-            out: list[tuple[ipaddress.IPv4Address, Peer]] = []
+            full = cache.get("public")
+            if full is None:
+                keepalive = self.keepalive or None
+                labels = dict(self.slot_labels)
+                out: list[tuple[int, str, Peer]] = []
+                for o in self.members:
+                    if o.name in labels:
+                        peer = Peer(labels[o.name], (f"{o.vpn_ip}/32",), None, keepalive)
+                    else:
+                        peer = Peer(o.name, (f"{o.vpn_ip}/32",), o.endpoint, keepalive if o.behind_nat else None)
+                    out.append((int(ipaddress.ip_address(o.vpn_ip)), o.name, peer))
+                out += [(int(ipaddress.ip_address(s.vpn_ip)), "", Peer(s.name, (f"{s.vpn_ip}/32",), None, keepalive))
+                        for s in self.spares]
+                full = cache["public"] = [(name, peer) for _, name, peer in sorted(out, key=lambda item: item[0])]
+            return [peer for name, peer in full if name != m.name]
+        nat = cache.get("nat")
+        if nat is None:
+            order = mesh.relays
+            first = order[0] if order else None
+            keepalive = self.keepalive or None
+            out2: list[tuple[int, Peer]] = []
             for o in self.members:
-                if o.name == m.name:
+                if o.behind_nat:
                     continue
-                if o.name in labels:
-                    peer = Peer(labels[o.name], (f"{o.vpn_ip}/32",), None, keepalive)
-                else:
-                    peer = Peer(o.name, (f"{o.vpn_ip}/32",), o.endpoint, keepalive if o.behind_nat else None)
-                out.append((ipaddress.ip_address(o.vpn_ip), peer))
-            out += [(ipaddress.ip_address(s.vpn_ip), Peer(s.name, (f"{s.vpn_ip}/32",), None, keepalive)) for s in self.spares]
-            return [peer for _, peer in sorted(out, key=lambda item: item[0])]
-        order = mesh.relay_order(m.name)
-        first = order[0] if order else None
-        out = []
-        for o in self.members:
-            if o.name == m.name or o.behind_nat:
-                continue
-            allowed = (f"{o.vpn_ip}/32", self.vpn_cidr) if o.name == first else (f"{o.vpn_ip}/32",)
-            out.append((ipaddress.ip_address(o.vpn_ip), Peer(o.name, allowed, o.endpoint, keepalive)))
-        return [peer for _, peer in sorted(out, key=lambda item: item[0])]
+                allowed = (f"{o.vpn_ip}/32", self.vpn_cidr) if o.name == first else (f"{o.vpn_ip}/32",)
+                out2.append((int(ipaddress.ip_address(o.vpn_ip)), Peer(o.name, allowed, o.endpoint, keepalive)))
+            nat = cache["nat"] = [peer for _, peer in sorted(out2, key=lambda item: item[0])]
+        return list(nat)
 
     def relays_for(self, m: Member) -> list[Member]:
         """Mesh: the relays a member behind NAT tries, in order (empty for public members and in hub mode)."""

@@ -17,7 +17,8 @@ from conftest import REPO
 sys.path.insert(0, str(REPO))  # bench/ is not an installed package: import it from the checkout
 from bench.render_bench import linearity  # noqa: E402
 
-TARGET_IDS = {"render_1000", "memory_linear", "hub50_aws", "worker_16k_raw", "hub_marginal", "vs_meshconf", "verify_1000"}
+TARGET_IDS = {"render_1000", "memory_linear", "hub50_aws", "worker_16k_raw", "hub_marginal", "vs_meshconf", "verify_1000",
+              "mesh_render_1000", "mesh_public50_aws", "mesh_failover_lab"}
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +36,7 @@ def test_prints_tables_and_writes_every_section(smoke):
     assert results["meta"]["mode"] == "smoke"
     assert results["meta"]["machine"]["cores"] >= 1
     assert "errors" not in results, results.get("errors")
-    for key in ("render", "memory", "profile", "sizes", "peer", "verify", "lab", "targets"):
+    for key in ("render", "memory", "profile", "sizes", "peer", "verify", "lab", "mesh", "targets"):
         assert key in results, key
 
 
@@ -109,3 +110,17 @@ def test_linearity_tells_linear_from_quadratic():
     assert linearity(linear)["linear"] is True
     assert linearity(square)["linear"] is False
     assert linearity(linear[:1])["linear"] is None
+
+
+def test_mesh_figures(smoke):
+    """Issue 13: the mesh section renders, sizes and verifies a 10-member mesh (members 0..9: the
+    hub is the only public one, so it is the only relay and every other pair is relayed)."""
+    mesh = smoke[0]["mesh"]
+    (row,) = mesh["render"]
+    assert row["members"] == 10 and row["user-data"]["median_s"] > 0
+    assert row["public"] + row["behind_nat"] == 10 and row["relays"][0] == "hub"
+    sizes = mesh["sizes"]
+    assert sizes["public"]["best_bytes"] == min(sizes["public"]["bytes"].values()) > 0
+    (v,) = mesh["verify"]
+    assert v["ok"] and v["reachable"] == v["ordered_pairs"] == 90
+    assert mesh["lab"]["status"] == "skipped"

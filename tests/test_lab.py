@@ -255,7 +255,7 @@ def test_mesh_lab_direct_paths_and_relay_failover_for_real(tmp_path, lab_tools):
     out = render_spec(SPECS / "mesh-lab.yaml", tmp_path, "--no-packer", "--no-iso")
     report = verify(rendered.from_out_dir(out))
     assert report.ok and report.mesh is not None
-    assert [(d.relay, d.reachable, d.pairs) for d in report.mesh.down] == [("hub", 30, 30), ("worker-1", 30, 30)]
+    assert [(d.relay, d.reachable, d.pairs) for d in report.mesh.down] == [("hub", 12, 12), ("worker-1", 12, 12)]
     t0 = time.monotonic()
     result = run_lab(out)
     elapsed = time.monotonic() - t0

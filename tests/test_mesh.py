@@ -123,7 +123,7 @@ def test_one_relay_is_allowed_with_a_warning_from_check_and_verify(tmp_path):
     ver = wgkube("verify", str(spec))
     flat = " ".join(ver.stdout.split())
     assert "warning: only 1 relay(s): if cp is lost, the 3 members behind NAT cannot reach each other (3 pairs)" in flat
-    assert "relay cp down: 14 of 20 pairs without it reach" in flat      # the 6 NAT <-> NAT pairs are cut
+    assert "relay cp down: 0 of 6 pairs among the members behind NAT" in flat      # every NAT <-> NAT pair is cut
     assert "every relay can fail" not in flat
 
 
@@ -193,13 +193,13 @@ def test_verify_the_mesh_direct_relayed_and_each_relay_down(tmp_path):
     mesh = report.mesh
     assert mesh.relayed == {"cp": 6} and mesh.direct_pairs == n * (n - 1) - 6
     assert [(d.relay, d.reachable, d.pairs, dict(d.moved)) for d in mesh.down] == [
-        ("cp", 20, 20, {"pub-1": 3}), ("pub-1", 20, 20, {})]
+        ("cp", 12, 12, {"pub-1": 3}), ("pub-1", 12, 12, {})]
     for (s, d), cell in report.matrix.items():
         both_nat = {report.names[s], report.names[d]} <= {"nat-1", "nat-2", "laptop"}
         assert cell == ("via cp" if both_nat else "direct"), (report.names[s], report.names[d], cell)
     cli = wgkube("verify", str(tmp_path / "cluster.yaml"))
     flat = " ".join(cli.stdout.split())
-    assert "6 relayed (both behind NAT): 6 via cp" in flat and "relay cp down: 20 of 20 pairs without it reach (3 catch-all(s) to pub-1)" in flat
+    assert "6 relayed (both behind NAT): 6 via cp" in flat and "relay cp down: 12 of 12 pairs among the members behind NAT and the other relays reach (3 catch-all(s) to pub-1)" in flat
 
 
 def _drop_peer(conf: str, label: str) -> str:

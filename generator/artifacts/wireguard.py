@@ -23,5 +23,32 @@ def peers_with_keys(plan: Plan, bundle: Bundle, member: Member) -> list[Rendered
 
 
 def wg_conf(plan: Plan, bundle: Bundle, member: Member) -> str:
+    if plan.mesh is not None:
+        return _mesh_conf(plan, bundle, member)
     return render("wg.conf.j2", plan=plan, member=member, private_key=bundle.private_key(member.name),
                   listen_port=plan.listen_port(member), peers=peers_with_keys(plan, bundle, member))
+
+
+def _mesh_conf(plan: Plan, bundle: Bundle, member: Member) -> str:
+    """The same text wg.conf.j2 makes (tests/test_mesh.py compares them), built from peer blocks
+    made once per plan: in a mesh each member's block recurs in every public member's file."""
+    head = render("wg.conf.j2", plan=plan, member=member, private_key=bundle.private_key(member.name),
+                  listen_port=plan.listen_port(member), peers=[])
+    cache = plan._index.setdefault("_wg_blocks", {})
+    blocks = []
+    for p in plan.peers(member):
+        text = cache.get(p)
+        if text is None:
+            text = cache[p] = peer_block(p, bundle.public_key(p.name))
+        blocks.append(text)
+    return head + "".join(blocks)
+
+
+def peer_block(p, public_key: str) -> str:
+    """One [Peer] section exactly as wg.conf.j2 lays it out."""
+    out = f"\n[Peer]\n# {p.name}\nPublicKey = {public_key}\nAllowedIPs = {', '.join(p.allowed_ips)}\n"
+    if p.endpoint:
+        out += f"Endpoint = {p.endpoint}\n"
+    if p.keepalive:
+        out += f"PersistentKeepalive = {p.keepalive}\n"
+    return out

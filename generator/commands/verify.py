@@ -71,7 +71,8 @@ def _print_mesh(mesh, console: Console) -> None:
         console.print(f"  ... and {relayed - 6} more relayed pairs", highlight=False)
     for d in mesh.down:
         moved = ", ".join(f"{count} catch-all(s) to {name}" for name, count in d.moved.items()) or "no catch-all pointed at it"
-        console.print(f"  relay {d.relay} down: {d.reachable} of {d.pairs} pairs without it reach ({moved})", highlight=False)
+        console.print(f"  relay {d.relay} down: {d.reachable} of {d.pairs} pairs among the members behind NAT and the other "
+                      f"relays reach ({moved}); pairs with a public side are direct and do not pass it", highlight=False)
     if mesh.failover_seconds is not None:
         console.print(f"  failover settings: a dead relay is routed around within about {mesh.failover_seconds} s "
                       f"(misses x (interval + timeout) + timeout)", highlight=False)

@@ -174,9 +174,6 @@ def run_checks(lab: Lab) -> None:
     results = probes.collect()
     after = {s.name: counters(lab, s.ns, lab_listen_port(lab, s)) for s in public}
     _main_checks(lab, results, before, after)
-    # issue 13, mesh: direct public pairs (relay counters), then relay failover for real.
-    from .failover import run_mesh_checks
-    run_mesh_checks(lab)
 
 
 def lab_listen_port(lab: Lab, site) -> int | None:

@@ -20,6 +20,7 @@ import time
 from ..read.failover import parse_failover
 from ..read.wgconf import parse_wg_quick
 from .bed import Check, Lab
+from .checks import _Probes
 from .net import ROUTER
 
 RELAY_COMMENT = "relay: between VPN peers behind NAT"
@@ -61,7 +62,6 @@ def catch_all_holder(lab: Lab, name: str, cidr: str) -> str | None:
 
 
 def _pings(lab: Lab, pairs: list[tuple[str, str]], timeout: float) -> dict[tuple[str, str], str]:
-    from .checks import _Probes
     probes = _Probes(lab)
     by_src: dict[str, list] = {}
     for a, b in pairs:

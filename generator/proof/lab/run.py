@@ -8,6 +8,7 @@ from pathlib import Path
 from ..read.cluster import from_out_dir
 from .bed import Check, Interrupted, Lab, LabResult, SetupFailed, preflight, raise_interrupted
 from .checks import run_checks
+from .failover import run_mesh_checks
 
 
 def execute(lab: Lab) -> LabResult:
@@ -24,6 +25,7 @@ def execute(lab: Lab) -> LabResult:
         t1 = time.perf_counter()
         lab.result.setup_seconds = t1 - t0
         run_checks(lab)
+        run_mesh_checks(lab)   # issue 13: a mesh's direct paths and relay failover (nothing for a hub)
         lab.result.check_seconds = time.perf_counter() - t1
         return lab.result
     except KeyboardInterrupt:

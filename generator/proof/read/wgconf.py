@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
@@ -118,7 +119,7 @@ def _peer_key(peer: WgPeer, key: str, value: str) -> None:
         peer.public_key = value
     elif key == "allowedips":
         # WireGuard masks host bits itself (10.88.0.5/24 means 10.88.0.0/24): do the same.
-        peer.allowed_ips += [ipaddress.ip_network(v.strip(), strict=False) for v in value.split(",") if v.strip()]
+        peer.allowed_ips += [_network(v.strip()) for v in value.split(",") if v.strip()]
     elif key == "endpoint":
         peer.endpoint = value
         if peer.endpoint_host_port is None:
@@ -129,3 +130,10 @@ def _peer_key(peer: WgPeer, key: str, value: str) -> None:
         pass
     else:
         raise ValueError("unknown key")
+
+
+@lru_cache(maxsize=1 << 16)
+def _network(text: str) -> IPNetwork:
+    """One parse per distinct range: in a mesh the same /32 appears in every public member's file.
+    (Networks are immutable, so sharing them is safe.)"""
+    return ipaddress.ip_network(text, strict=False)

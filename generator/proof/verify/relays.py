@@ -57,29 +57,30 @@ def check_mesh(cluster: Cluster, sim, report: Report) -> MeshResult:
     # 1. direct where a direct path exists
     ck = sim.ck
     indirect: dict[tuple[int, int], list] = {}
+    pub_idx = [d for d in range(n) if public[d]]
     for s in range(n):
         row = ck[s]
-        targets = range(n) if public[s] else (d for d in range(n) if public[d])
-        for d in targets:
-            if d == s:
-                continue
-            if row[d] == d:
-                res.direct_pairs += 1
-            else:
-                entry = indirect.setdefault((s, row[d]), [0, d])
-                entry[0] += 1
+        targets = range(n) if public[s] else pub_idx
+        bad = [d for d in targets if row[d] != d and d != s]
+        res.direct_pairs += len(targets) - (1 if public[s] else 0) - len(bad)
+        for d in bad:
+            entry = indirect.setdefault((s, row[d]), [0, d])
+            entry[0] += 1
     for (s, via), (count, d) in indirect.items():
         hop = names[via] if via >= 0 else "no peer"
         report.findings.append(Finding("indirect", names[s], f"{names[s]} -> {names[d]} goes to {hop} although "
                                        f"{'both sides' if public[s] and public[d] else 'one side'} can be dialled directly "
                                        f"(a direct /32 peer is missing)", count))
-    # 2. relayed pairs
+    # 2. relayed pairs: counted per first hop, row by row
     for s in nat:
-        for d in nat:
-            if d != s and ck[s][d] >= 0 and ck[s][d] != d:
-                res.relayed[names[ck[s][d]]] += 1
-                if len(res.relayed_examples) < 12:
-                    res.relayed_examples.append((names[s], names[d], names[ck[s][d]]))
+        row = ck[s]
+        hops = Counter(row[d] for d in nat if d != s)
+        for via, count in hops.items():
+            if via >= 0 and via not in nat:
+                res.relayed[names[via]] += count
+        if len(res.relayed_examples) < 12:
+            res.relayed_examples += [(names[s], names[d], names[row[d]]) for d in nat
+                                     if d != s and row[d] >= 0 and row[d] != d][:12 - len(res.relayed_examples)]
     # 3. the failover settings
     confs = {}
     orders = set()
@@ -115,12 +116,13 @@ def check_mesh(cluster: Cluster, sim, report: Report) -> MeshResult:
                                        "from a relay the receiver does not route the sender to, and WireGuard drops them"))
     # 4. each relay down in turn
     relay_names = list(cluster.relays) or sorted({r.name for c in confs.values() for r in c.relays})
+    relay_idx = [names.index(r) for r in relay_names if r in names]
     for r in relay_names:
         if r not in names:
             continue
         # With fewer than two relays a relay loss cutting NAT-to-NAT pairs is the known, warned
         # trade-off (spec: allowed with a warning), not a finding.
-        res.down.append(_relay_down(cluster, sim, report, names.index(r), confs, findings=len(relay_names) >= 2))
+        res.down.append(_relay_down(cluster, sim, report, names.index(r), confs, relay_idx, findings=len(relay_names) >= 2))
     return res
 
 
@@ -129,19 +131,24 @@ def _holder(cfg: WgConfig, vpn_cidr: str) -> WgPeer | None:
     return next((p for p in cfg.peers if net in p.allowed_ips), None)
 
 
-def _relay_down(cluster: Cluster, base, report: Report, r: int, confs: dict, findings: bool = True) -> RelayDown:
-    """The cluster with relay r gone (its peer entries dropped everywhere), each catch-all that
-    pointed at r moved to the next relay of that member's failover list that is a peer."""
+def _relay_down(cluster: Cluster, base, report: Report, r: int, confs: dict, relay_idx: list[int],
+                findings: bool = True) -> RelayDown:
+    """Relay r gone: each catch-all that pointed at r moved to the next relay of that member's
+    failover list that is a peer (what the loop does), then every pair among the members behind
+    NAT and the remaining relays walked again. Other pairs have a public side: the base run
+    proved them direct (one hop, never through r), so r's loss cannot touch them unless they
+    involve r itself."""
     from .simulate import Simulation
     rkey = base.pub[r]
     net = ipaddress.ip_network(cluster.vpn_cidr)
     result = RelayDown(base.names[r])
-    keep = [i for i in range(base.n) if i != r]
+    keep = [i for i in range(base.n) if base.m[i].behind_nat or (i in relay_idx and i != r)]
+    keys = {base.pub[i] for i in keep}
     cfgs = []
     for i in keep:
         cfg = base.cfg[i]
-        peers = [p for p in cfg.peers if p.public_key != rkey]
         holder = _holder(cfg, cluster.vpn_cidr)
+        peers = [p for p in cfg.peers if p.public_key in keys]
         conf = confs.get(i)
         if conf is not None and holder is not None and holder.public_key == rkey:
             present = {p.public_key: k for k, p in enumerate(peers)}

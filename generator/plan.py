@@ -311,7 +311,7 @@ def plan_summary(plan: Plan) -> dict:
     if plan.mesh is not None:
         interval, timeout, misses, return_after = plan.failover
         out["vpn"]["topology"] = "mesh"
-        out["mesh"] = {"relays": list(plan.mesh.relays), "relayed_pairs": len(plan.mesh.relayed_pairs()),
+        out["mesh"] = {"relays": list(plan.mesh.relays), "relayed_pairs": plan.mesh.relayed_count(),
                        "failover": {"interval": interval, "timeout": timeout, "misses": misses, "return_after": return_after}}
     return out
 

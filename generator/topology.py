@@ -53,13 +53,18 @@ class Mesh:
         """The relays a member behind NAT gives its catch-all to, first choice first (none for public members)."""
         return () if self.is_public(name) else self.relays
 
+    def relayed_count(self) -> int:
+        """Unordered pairs of members behind NAT (each talks through a relay)."""
+        k = len(self.behind_nat)
+        return k * (k - 1) // 2
+
     def relayed_pairs(self) -> list[tuple[str, str]]:
         nat = self.behind_nat
         return [(a, b) for i, a in enumerate(nat) for b in nat[i + 1:]]
 
     def warnings(self) -> list[str]:
         """What a relay loss would cut, when there are fewer than two relays."""
-        pairs = len(self.relayed_pairs())
+        pairs = self.relayed_count()
         if len(self.relays) >= DEFAULT_RELAYS or not pairs:
             return []
         if not self.relays:

@@ -34,13 +34,15 @@ def _mesh_conf(plan: Plan, bundle: Bundle, member: Member) -> str:
     made once per plan: in a mesh each member's block recurs in every public member's file."""
     head = render("wg.conf.j2", plan=plan, member=member, private_key=bundle.private_key(member.name),
                   listen_port=plan.listen_port(member), peers=[])
+    # Keyed by the Peer object: plan.peers() hands out the same objects for the whole plan (its
+    # mesh lists are made once), and hashing 190,000 dataclasses would cost more than the text.
     cache = plan._index.setdefault("_wg_blocks", {})
     blocks = []
     for p in plan.peers(member):
-        text = cache.get(p)
-        if text is None:
-            text = cache[p] = peer_block(p, bundle.public_key(p.name))
-        blocks.append(text)
+        hit = cache.get(id(p))
+        if hit is None:
+            hit = cache[id(p)] = (p, peer_block(p, bundle.public_key(p.name)))   # p kept: its id stays unique
+        blocks.append(hit[1])
     return head + "".join(blocks)
 
 

@@ -24,7 +24,7 @@ def register(app: typer.Typer, user_errors) -> None:
         out.print(f"{spec}: ok: cluster {plan.cluster}, {len(plan.nodes)} nodes, {len(plan.admins)} admins, hub {plan.hub} "
                   f"({plan.hub_member.endpoint}), API {plan.api_address}:{plan.api_port}", highlight=False)
         if plan.mesh is not None:  # issue 13
-            out.print(f"mesh: relays {', '.join(plan.mesh.relays) or '(none)'}; {len(plan.mesh.relayed_pairs())} pairs behind NAT "
+            out.print(f"mesh: relays {', '.join(plan.mesh.relays) or '(none)'}; {plan.mesh.relayed_count()} pairs behind NAT "
                       f"are relayed, every other pair is direct", highlight=False)
             for w in plan.mesh.warnings():
                 out.print(f"[yellow]warning[/]: {w}", highlight=False)

@@ -330,3 +330,24 @@ def test_failover_unit_and_drop_in_pass_systemd_analyze(tmp_path):
         proc = subprocess.run(["systemd-analyze", "verify", "--man=no", str(merged)], capture_output=True, text=True)
         errors = [line for line in proc.stderr.splitlines() if "Unknown" in line or "Invalid" in line or "bad" in line.lower()]
         assert not errors, proc.stderr
+
+
+# --------------------------------------------------------------------------- roles in a mesh (issue 11 x 13)
+
+
+def test_mesh_rulesets_carry_the_admin_rules_on_every_node_and_verify_checks_them(tmp_path):
+    """No hub in the path: every node holds the admin rules (input: API on the control plane and
+    SSH; output: nothing opens a connection to an admin), relays also in their forward chain."""
+    out = render(tmp_path, doc())
+    laptop = parse_wg_quick((out / "admins/laptop/wg0.conf").read_text()).address4.ip
+    for n in ("cp", "pub-1", "pub-2", "nat-1", "nat-2"):
+        fw = node_files(out, n)["/etc/wgkube/firewall.nft"]
+        ports = "22, 6443" if n == "cp" else "22"        # the API runs on the control plane only
+        assert f'ip saddr {{ {laptop} }} tcp dport {{ {ports} }} accept' in fw
+        assert f'oifname "wg0" ip daddr {{ {laptop} }} ct state new counter drop' in fw
+    c = rendered.from_out_dir(out)
+    assert "role-port" not in {f.kind for f in verify(c).findings}
+    # A public worker whose output chain lets it open SSH to the laptop (directly, no hub between).
+    fw = c.member("pub-2").firewall.replace("ct state new counter drop comment \"mesh: nothing opens", "ct state new counter accept comment \"mesh: nothing opens")
+    found = [f for f in verify(c.with_member("pub-2", firewall=fw)).findings if f.kind == "role-port"]
+    assert any("opens a connection to the admin laptop" in f.detail for f in found), found

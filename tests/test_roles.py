@@ -9,7 +9,7 @@ from __future__ import annotations
 import ipaddress
 import re
 
-from conftest import EXAMPLE, render_spec
+from conftest import HUB_EXAMPLE as EXAMPLE, render_spec
 from generator.artifacts.cloudinit import extract_files
 from generator.facts import POD_INTERFACES
 from generator.proof.read import cluster as cluster_read
@@ -32,9 +32,9 @@ def addresses(out) -> dict[str, str]:
     return {m["name"]: m["vpn_ip"] for m in json.loads((out / "plan.json").read_text())["members"]}
 
 
-def test_hub_enforces_roles_on_input_and_relay(example_out):
-    rs = parse_ruleset(fw(example_out, "hub"))
-    a = addresses(example_out)
+def test_hub_enforces_roles_on_input_and_relay(hub_example_out):
+    rs = parse_ruleset(fw(hub_example_out, "hub"))
+    a = addresses(hub_example_out)
     laptop, hub, w1, w2 = ip(a["laptop"]), ip(a["hub"]), ip(a["worker-1"]), ip(a["homelab-1"])
 
     def inp(src, port, proto="tcp"):
@@ -58,10 +58,10 @@ def test_hub_enforces_roles_on_input_and_relay(example_out):
     assert rs.verdict("forward", Packet(POD_INTERFACES[0], "wg0", pod, w1, "tcp", 10250, 40000))
 
 
-def test_forwarding_only_between_vpn_and_pods(example_out):
+def test_forwarding_only_between_vpn_and_pods(hub_example_out):
     for node in ("hub", "worker-1"):
-        rs = parse_ruleset(fw(example_out, node))
-        a = addresses(example_out)
+        rs = parse_ruleset(fw(hub_example_out, node))
+        a = addresses(hub_example_out)
         w = ip(a["worker-1"])
         # The VPN is no way out to the internet or the node's LAN.
         assert not rs.verdict("forward", Packet("wg0", "eth0", w, ip("198.51.100.99"), "tcp", 443, 40000)), node
@@ -70,24 +70,24 @@ def test_forwarding_only_between_vpn_and_pods(example_out):
         assert rs.verdict("forward", Packet(POD_INTERFACES[0], "eth0", ip("10.244.1.5"), ip("198.51.100.99"), "tcp", 443, 40000))
 
 
-def test_workers_rulesets_do_not_name_admins(example_out):
+def test_workers_rulesets_do_not_name_admins(hub_example_out):
     """Admin traffic always passes the hub: workers' files stay the same when admins change."""
-    a = addresses(example_out)
+    a = addresses(hub_example_out)
     for node in ("worker-1", "homelab-1"):
-        assert a["laptop"] not in fw(example_out, node)
-    assert a["laptop"] in fw(example_out, "hub")
+        assert a["laptop"] not in fw(hub_example_out, node)
+    assert a["laptop"] in fw(hub_example_out, "hub")
 
 
-def test_mss_is_clamped_on_syns_into_the_tunnel_before_any_verdict(example_out):
+def test_mss_is_clamped_on_syns_into_the_tunnel_before_any_verdict(hub_example_out):
     for node in ("hub", "worker-1"):
-        text = fw(example_out, node)
+        text = fw(hub_example_out, node)
         forward = text.split("chain forward {")[1]
         rules = [line.strip() for line in forward.splitlines() if line.strip() and not line.strip().startswith("type ")]
         assert rules[0].startswith('oifname "wg0" tcp flags syn tcp option maxseg size set rt mtu'), rules[0]
 
 
-def test_verify_finds_an_admin_that_reaches_etcd_and_a_node_that_cannot_reach_a_kubelet(example_out):
-    c = cluster_read.from_out_dir(example_out)
+def test_verify_finds_an_admin_that_reaches_etcd_and_a_node_that_cannot_reach_a_kubelet(hub_example_out):
+    c = cluster_read.from_out_dir(hub_example_out)
     assert "role-port" not in verify(c).kinds()
     hub_fw = c.member("hub").firewall
     # The rules before issue 11: everything from wg0 accepted, everything from wg0 relayed.

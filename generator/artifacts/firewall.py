@@ -25,7 +25,7 @@ def ruleset(plan: Plan, member: Member) -> str:
     admins = [a.vpn_ip for a in plan.admins] if member.name == plan.hub or plan.mesh is not None else []
     return render("firewall.nft.j2", plan=plan, member=member, listen_port=plan.listen_port(member),
                   metadata=METADATA_ADDRESS, metadata_dns_port=METADATA_DNS_PORT,
-                  admins=", ".join(admins), admin_ports=", ".join(str(p) for p in sorted({*ADMIN_PORTS, API_PORT})),
+                  admins=", ".join(admins), admin_ports=", ".join(str(p) for p in sorted({*ADMIN_PORTS, API_PORT} if member.name == plan.hub else ADMIN_PORTS)),
                   relay_admin_ports=", ".join(str(p) for p in sorted(ADMIN_PORTS)), mesh_forward=mesh_forward(plan, member),
                   pod_ifaces=", ".join(f'"{i}"' for i in POD_INTERFACES))
 

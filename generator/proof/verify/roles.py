@@ -1,7 +1,9 @@
 """The VPN side by role: nodes reach each other's cluster ports; admins reach the API on the hub
 and SSH, nothing else (not etcd, not a kubelet); nothing opens a connection to an admin. In the
 hub-and-spoke topology every packet between two members passes the hub, so the hub's forward
-chain and the destination's input chain decide; one member per distinct ruleset stands for all."""
+chain and the destination's input chain decide; in a mesh (issue 13) the source's output chain,
+the relay cryptokey routing picks (if any) and the destination's input chain. One member per
+distinct ruleset stands for all."""
 from __future__ import annotations
 
 from ...facts import ADMIN_PORTS, API_PORT, VPN_ONLY_PORTS
@@ -15,9 +17,19 @@ class RolePorts:
 
     def _reaches(self, hub: int, s: int, d: int, port: int | None, proto: str = "tcp") -> bool:
         iface, a = self.iface, self.addr
-        if s != hub and d != hub:
-            rs = self.fw[hub]
-            if not self.fwd_on[hub] or (rs is not None and not rs.verdict(
+        if self.c.topology == "mesh":
+            # Issue 13: no hub in the path. The first hop is what cryptokey routing picks (the
+            # destination itself, or a relay), and the source's own output chain decides too.
+            via = self.ck[s][d]
+            relay = via if via >= 0 and via != d else None
+            rs = self.fw[s]
+            if rs is not None and not rs.verdict("output", Packet("", iface, a[s], a[d], proto, port, 40000)):
+                return False
+        else:
+            relay = hub if s != hub and d != hub else None
+        if relay is not None:
+            rs = self.fw[relay]
+            if not self.fwd_on[relay] or (rs is not None and not rs.verdict(
                     "forward", Packet(iface, iface, a[s], a[d], proto, port, 40000))):
                 return False
         rs = self.fw[d]

@@ -265,7 +265,7 @@ def test_mesh_lab_direct_paths_and_relay_failover_for_real(tmp_path, lab_tools):
     direct = by[("direct", "worker-2 <-> worker-3 (public)")]
     assert direct.got.startswith("reply/reply; hub +0, worker-1 +0;"), direct.got
     relayed = by[("relayed", "home-1 -> home-2 (both behind NAT)")]
-    assert re.fullmatch(r"reply; hub \+[1-9]\d*", relayed.got), relayed.got
+    assert re.fullmatch(r"reply; hub \+[1-9]\d* B to home-2, relay rule \+[1-9]\d*", relayed.got), relayed.got
     for name in ("home-1", "home-2", "laptop"):
         moved = by[("failover", f"{name}: catch-all 10.66.0.0/24")]
         assert moved.got.startswith("on worker-1; log: relay hub missed 3 probes"), moved.got

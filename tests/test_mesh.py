@@ -351,3 +351,37 @@ def test_mesh_rulesets_carry_the_admin_rules_on_every_node_and_verify_checks_the
     fw = c.member("pub-2").firewall.replace("ct state new counter drop comment \"mesh: nothing opens", "ct state new counter accept comment \"mesh: nothing opens")
     found = [f for f in verify(c.with_member("pub-2", firewall=fw)).findings if f.kind == "role-port"]
     assert any("opens a connection to the admin laptop" in f.detail for f in found), found
+
+
+@pytest.mark.tools
+def test_peer_update_script_installs_the_config_and_the_failover_settings(tmp_path):
+    """The live update of a member behind NAT, run for real (bash, wg pubkey) against a copy of
+    /etc in a private network namespace without wg0: it keeps the member's private key, writes
+    the rendered config and failover settings, says the tunnel applies them on its next start,
+    refuses a machine with another key, and a second run changes nothing."""
+    need("wg")
+    need("unshare")
+    import os
+    if os.geteuid() != 0:
+        pytest.skip("needs root for a private network namespace (unshare -n)")
+    out = render(tmp_path, doc())
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    conf = (out / "wireguard/nat-1/wg0.conf").read_text()
+    (etc / "wg0.conf").write_text(conf.replace("\n[Peer]", "\n#old\n[Peer]", 1))   # an older file, same key
+    env = {**os.environ, "WGKUBE_WG_DIR": str(etc), "WGKUBE_FAILOVER_CONF": str(etc / "failover.conf")}
+    script = out / "peer-update/nat-1.sh"
+
+    def run():
+        return subprocess.run(["unshare", "-n", "bash", str(script)], capture_output=True, text=True, env=env)
+
+    proc = run()
+    assert proc.returncode == 0, proc.stderr
+    assert (etc / "wg0.conf").read_text() == conf
+    assert (etc / "failover.conf").read_text() == node_files(out, "nat-1")["/etc/wgkube/failover.conf"]
+    assert "wg0 is not up" in proc.stderr and "wrote" in proc.stderr
+    again = run()
+    assert again.returncode == 0 and "already up to date" in again.stderr and "wrote" not in again.stderr
+    (etc / "wg0.conf").write_text((out / "wireguard/nat-2/wg0.conf").read_text())
+    refused = run()
+    assert refused.returncode == 1 and "is not the one of member nat-1" in refused.stderr

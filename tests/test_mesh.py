@@ -385,3 +385,14 @@ def test_peer_update_script_installs_the_config_and_the_failover_settings(tmp_pa
     (etc / "wg0.conf").write_text((out / "wireguard/nat-2/wg0.conf").read_text())
     refused = run()
     assert refused.returncode == 1 and "is not the one of member nat-1" in refused.stderr
+
+
+def test_every_member_of_the_mesh_example_fits_aws_after_the_best_encoding(tmp_path):
+    """Mesh nodes carry more than hub spokes (peers, relay and admin rules, the failover loop):
+    members behind NAT no longer fit 16 KB plain, but every one fits AWS's 16 KB gzip'd."""
+    shutil_copy = (tmp_path / "cluster.yaml")
+    shutil_copy.write_text(EXAMPLE.read_text())
+    wgkube("render", str(shutil_copy), "-o", str(tmp_path / "out"), "-q", "--no-iso", "--no-packer", "--provider", "aws")
+    for n in ("hub", "worker-1", "homelab-1"):
+        data = (tmp_path / "out/demo/nodes" / n / "user-data").read_bytes()
+        assert len(data) <= 16 * 1024, (n, len(data))

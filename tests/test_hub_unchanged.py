@@ -1,7 +1,7 @@
 """Issue 13: a spec without `vpn.topology` keeps today's hub-and-spoke output byte for byte.
 
 tests/golden/ holds two hub specs, the secrets bundle each was rendered with, and the sha256 of
-every file the code BEFORE the mesh (main at 000bcba, issue 11 merged) rendered from them (ISOs, Packer templates,
+every file the code BEFORE the mesh (main at 5a51382: issues 11 and 12 merged) rendered from them (ISOs, Packer templates,
 plan.json and manifest.json included). Rendering them again with the same bundle must give the
 same bytes: running clusters must not change when wgkube is upgraded.
 

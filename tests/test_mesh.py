@@ -396,3 +396,16 @@ def test_every_member_of_the_mesh_example_fits_aws_after_the_best_encoding(tmp_p
     for n in ("hub", "worker-1", "homelab-1"):
         data = (tmp_path / "out/demo/nodes" / n / "user-data").read_bytes()
         assert len(data) <= 16 * 1024, (n, len(data))
+
+
+def test_mesh_configs_built_from_cached_blocks_equal_the_template(tmp_path):
+    """wireguard._mesh_conf assembles [Peer] blocks made once per plan; wg.conf.j2 must give the
+    very same text for every member (public, behind NAT, admin, spare slots included)."""
+    from generator.artifacts import wireguard
+    from generator.artifacts.templates import render as tpl
+    prepared = prepare(write(tmp_path, doc(spares=2)))
+    plan, bundle = prepared.plan, prepared.bundle
+    for m in plan.members:
+        want = tpl("wg.conf.j2", plan=plan, member=m, private_key=bundle.private_key(m.name),
+                   listen_port=plan.listen_port(m), peers=wireguard.peers_with_keys(plan, bundle, m))
+        assert wireguard.wg_conf(plan, bundle, m) == want, m.name

@@ -5,6 +5,7 @@ from dataclasses import dataclass
 
 from ..plan import Member, Plan
 from ..secrets import Bundle
+from . import encode
 from .templates import render
 
 
@@ -48,9 +49,10 @@ def _mesh_conf(plan: Plan, bundle: Bundle, member: Member) -> str:
 
 def peer_block(p, public_key: str) -> str:
     """One [Peer] section exactly as wg.conf.j2 lays it out."""
-    out = f"\n[Peer]\n# {p.name}\nPublicKey = {public_key}\nAllowedIPs = {', '.join(p.allowed_ips)}\n"
+    out = (f"\n[Peer]\n# {encode.comment(p.name)}\nPublicKey = {encode.ini(public_key)}\n"
+           f"AllowedIPs = {encode.ini(', '.join(p.allowed_ips))}\n")
     if p.endpoint:
-        out += f"Endpoint = {p.endpoint}\n"
+        out += f"Endpoint = {encode.ini(p.endpoint)}\n"
     if p.keepalive:
-        out += f"PersistentKeepalive = {p.keepalive}\n"
+        out += f"PersistentKeepalive = {int(p.keepalive)}\n"
     return out

@@ -273,4 +273,6 @@ def test_mesh_lab_direct_paths_and_relay_failover_for_real(tmp_path, lab_tools):
     assert re.fullmatch(r"back after [\d.]+ s; 42/42 pairs reply", back.got), back.got
     seconds = result.failover_seconds
     print(f"\nlab, mesh-lab (7 members, 2 relays, 2 NAT gateways): {elapsed:.1f} s, relay failover {seconds:.1f} s")
-    assert seconds is not None and seconds < 30 and elapsed < 60
+    # The promise is the failover time; the lab's own wall time (21-28 s on a quiet run) is printed,
+    # not asserted: a busy machine stretches it without saying anything about wgkube.
+    assert seconds is not None and seconds < 30

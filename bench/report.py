@@ -88,7 +88,40 @@ def targets_table(targets: list[dict]) -> Table:
     return t
 
 
+def cli_tables(cli: dict) -> list[Table]:
+    def load(f: dict) -> str:
+        return f"{f['load_before'][0]:.2f} -> {f['load_after'][0]:.2f}" if f.get("load_before") else "-"
+    tables = []
+    t = Table(title=f"The CLI as users run it: fresh processes, files written, medians of {cli['runs']} (wall / CPU)")
+    for col in ("figure", "wgkube", "peer", "peer figure", "wgkube faster by", "load before -> after"):
+        t.add_column(col)
+    st = cli["startup"]
+    for key in ("wgkube --help", "wgkube check"):
+        peer = st.get("wg-meshconf --help") if key == "wgkube --help" else None
+        t.add_row(key, f"{_s(st[key]['median_s'])} / {_s(st[key]['cpu_median_s'])}", "wg-meshconf --help" if peer else "",
+                  f"{_s(peer['median_s'])} / {_s(peer['cpu_median_s'])}" if peer else "",
+                  f"{peer['median_s'] / st[key]['median_s']:.1f}x" if peer else "", load(st))
+    for r in cli["render"]:
+        what = f"render {r['members']:,} members, {'everything' if r['full'] else 'user-data only'} ({r['files']:,} files)"
+        t.add_row(what, f"{_s(r['wgkube']['median_s'])} / {_s(r['wgkube']['cpu_median_s'])}", "", "", "", load(r))
+    for r in cli["peers"]:
+        peer = r.get("wg-meshconf")
+        t.add_row(f"first render, {r['members']} members, user-data only", f"{_s(r['wgkube']['median_s'])} / {_s(r['wgkube']['cpu_median_s'])}",
+                  "wg-meshconf addpeer x N + genconfig" if peer else "",
+                  f"{_s(peer['median_s'])} / {_s(peer['cpu_median_s'])}" if peer else "",
+                  f"{r['speedup']:.1f}x" if peer else "", load(r))
+    b = cli.get("bash24", {})
+    if b.get("status") == "ok":
+        t.add_row("first render, a /24 (254 members), user-data only", f"{_s(b['wgkube']['median_s'])} / {_s(b['wgkube']['cpu_median_s'])}",
+                  "bench/wg_bash.sh", f"{_s(b['bash']['median_s'])} / {_s(b['bash']['cpu_median_s'])}", f"{b['speedup']:.1f}x", load(b))
+    tables.append(t)
+    return tables
+
+
 def print_all(console: Console, results: dict) -> None:
+    if "cli" in results:
+        for t in cli_tables(results["cli"]):
+            console.print(t)
     if "render" in results:
         console.print(render_table(results["render"], results.get("memory")))
         for note in results["render"]["notes"]:

@@ -19,10 +19,10 @@ from pathlib import Path
 
 from rich.console import Console
 
-from . import mesh_bench, peer_bench, proof_bench, render_bench, report, size_bench, targets
+from . import cli_bench, mesh_bench, peer_bench, proof_bench, render_bench, report, size_bench, targets
 from .measure import loadavg, machine
 
-SECTIONS = ("render", "sizes", "peer", "proofs", "mesh")
+SECTIONS = ("cli", "render", "sizes", "peer", "proofs", "mesh")
 DEFAULT_JSON = Path(__file__).resolve().parent / "results.json"
 
 
@@ -62,6 +62,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--json", type=Path, default=DEFAULT_JSON, help="results file (default: bench/results.json)")
     p.add_argument("--only", action="append", choices=SECTIONS, help="run only this section (repeatable)")
     p.add_argument("--no-install", action="store_true", help="do not pip-install wg-meshconf into bench/.venv")
+    p.add_argument("--runs", type=int, default=5, help="runs per figure in the cli section (medians; default 5)")
+    p.add_argument("--runs-large", type=int, default=None, help="runs of the largest cli figures (500 members against wg-meshconf, whose run starts 501 processes; 3,000-member render)")
     return p.parse_args(argv)
 
 
@@ -89,6 +91,9 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory(prefix="wgkube-bench-") as tmp:
         work = Path(tmp)
+        if "cli" in sections:
+            section("cli", lambda: cli_bench.run(work, plan.mode == "smoke", plan.install and not args.no_install, log, args.runs,
+                                                       args.runs_large))
         if "render" in sections:
             section("render", lambda: render_bench.timings(plan.render, plan.render_runs, work, log))
             section("memory", lambda: render_bench.memory(plan.render, work, log))

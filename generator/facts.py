@@ -41,3 +41,8 @@ METADATA_DNS_PORT = 53
 # works whatever the underlay (wg-quick also subtracts 80). VXLAN adds 50 B on top.
 WIREGUARD_OVERHEAD = 80
 VXLAN_OVERHEAD = 50
+
+# A VPN address a member gave up (removed from the spec) is not handed to a new member or a new
+# spare slot for this long: a stale Kubernetes Node or a peer still configured with that address
+# would otherwise point at someone else. Used only when the range has other free addresses.
+RETIRED_ADDRESS_QUARANTINE_DAYS = 30

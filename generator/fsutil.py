@@ -23,6 +23,35 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+_libc = None
+
+
+def sync_filesystem(path: Path) -> None:
+    """Make everything written so far on path's file system durable, in one call: syncfs(2)
+    (one journal commit for a whole tree, instead of an fsync per file and folder). Falls back to
+    sync(2) where syncfs is not available."""
+    global _libc
+    if _libc is None:
+        import ctypes
+        import ctypes.util
+        try:
+            _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+            _libc.syncfs  # noqa: B018 - present on Linux >= 2.6.39
+        except (OSError, AttributeError):
+            _libc = False
+    if _libc is False:
+        os.sync()
+        return
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        if _libc.syncfs(fd) != 0:
+            import ctypes
+            errno = ctypes.get_errno()
+            raise OSError(errno, os.strerror(errno), str(path))
+    finally:
+        os.close(fd)
+
+
 def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
     """Write data to path so that readers see either the old or the new file, never a mix."""
     path.parent.mkdir(parents=True, exist_ok=True)

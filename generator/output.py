@@ -1,7 +1,8 @@
 """Stage 5, output: writes out/<cluster>/. Everything is written atomically (primitives in fsutil.py).
 
 ``out/<cluster>`` is a symbolic link to a complete generation directory ``out/.<cluster>.gen-*``.
-A render writes and fsyncs a whole new generation, then swaps the link with one rename
+A render writes a whole new generation, makes it durable with one syncfs(2) (not an fsync per
+file and folder), then swaps the link with one rename
 (atomic on POSIX), then removes the old generation. A render killed at any moment leaves
 ``out/<cluster>`` pointing at a complete tree, old or new, never at a mix and never missing.
 ``manifest.json`` records the sha256 of every file, for ``wgkube plan`` to diff against.
@@ -17,7 +18,7 @@ import tempfile
 from pathlib import Path
 
 from .errors import Problem, UserError
-from .fsutil import fsync_dir
+from .fsutil import fsync_dir, sync_filesystem
 
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = 2
@@ -199,18 +200,31 @@ def _adopt(cluster_dir: Path) -> None:
     fsync_dir(cluster_dir.parent)
 
 
-def _write_file(target: Path, data: bytes, mode: int) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
+def _make_parents(folder: Path, made: set[Path]) -> None:
+    if folder in made:
+        return
+    _make_parents(folder.parent, made)
+    os.mkdir(folder)
+    made.add(folder)
+
+
+def _write_file(target: Path, data: bytes, mode: int, made: set[Path]) -> None:
+    """One new file, not synced (the whole generation is synced once, in stage)."""
+    _make_parents(target.parent, made)
     fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-        os.fsync(f.fileno())
-    os.chmod(target, mode)  # umask must not widen or narrow what we meant
+    try:
+        os.fchmod(fd, mode)  # umask must not widen or narrow what we meant
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+    finally:
+        os.close(fd)
 
 
 def stage(cluster_dir: Path, files: dict[str, tuple[bytes, int]], meta: dict | None = None) -> Path:
-    """Write a complete new generation beside cluster_dir, not yet visible: every byte on disk
-    and fsync'd, so a full disk or a read-only folder shows up here, before the bundle is saved.
+    """Write a complete new generation beside cluster_dir, not yet visible: every byte written,
+    then made durable with one syncfs(2) of its file system (no fsync per file and folder), so a
+    full disk or a read-only folder shows up here, before the bundle is saved.
     Its manifest.json (naming the cluster: the proof it is ours) is written first.
     Call check_target first, and under the lock."""
     parent = cluster_dir.parent
@@ -219,13 +233,14 @@ def stage(cluster_dir: Path, files: dict[str, tuple[bytes, int]], meta: dict | N
     _adopt(cluster_dir)
     gen = Path(tempfile.mkdtemp(prefix=f".{cluster_dir.name}.gen-", dir=parent))
     try:
+        made = {gen}  # folders created so far: one mkdir each, no walk of the tree afterwards
         manifest = manifest_of(files, {**(meta or {}), "cluster": cluster_dir.name})
-        _write_file(gen / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True).encode() + b"\n", 0o644)
+        _write_file(gen / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True).encode() + b"\n", 0o644, made)
         for rel, (data, mode) in sorted(files.items()):
-            _write_file(gen / rel, data, mode)
-        for d in sorted({p.parent for p in gen.rglob("*")} | {gen}, key=lambda p: -len(p.parts)):
-            fsync_dir(d)
+            _write_file(gen / rel, data, mode, made)
         os.chmod(gen, 0o700)
+        # Durable before it can become visible: the whole tree, files and folders, in one call.
+        sync_filesystem(gen)
     except BaseException:
         _remove_tree(gen)
         raise

@@ -8,21 +8,19 @@ import datetime as dt
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from . import secrets as secrets_mod
-from .artifacts import admin as admin_art
-from .artifacts import cloudinit, hub_update, providers
-from .artifacts import iso as iso_art
-from .artifacts import packer as packer_art
 from .errors import Problem, UserError
 from .fsutil import lock, remove_stale_temps
 from .output import check_target, discard, read_manifest, sha256, stage, switch
 from .plan import Member, Plan, plan_summary
 from .secrets import Age, Bundle
 from .spec import SpecDocument, load_spec
-from .daytwo.diff import Report, diff
 from .daytwo.planning import plan_for, rekey_bundle
+
+if TYPE_CHECKING:
+    from .daytwo.diff import Report
 
 
 @dataclass
@@ -73,7 +71,7 @@ def prepare(spec_path: Path, secrets_path: Path | None = None, *, age: Age | Non
     changes: list[str] = []
     if rekey is not None:  # day two: `wgkube rekey` replaces one secret before planning
         existing, changes = rekey_bundle(doc, existing, rekey, rekey_join, now, bundle_path)
-    plan = plan_for(doc.spec, existing, hub_changes=rekey is not None and not rekey_join)
+    plan = plan_for(doc.spec, existing, hub_changes=rekey is not None and not rekey_join, now=now)
     bundle, added = secrets_mod.populate(existing, plan, now)
     convert = bool(age.recipients) and (not secrets_mod.is_encrypted(bundle_path)
                                         or sorted(age.recipients) != sorted(bundle.age_recipients))
@@ -82,16 +80,35 @@ def prepare(spec_path: Path, secrets_path: Path | None = None, *, age: Age | Non
                     warnings=[warning] if warning else [])
 
 
+def inspect(spec_path: Path, secrets_path: Path | None = None, *, age: Age | None = None) -> Prepared:
+    """What `wgkube check` needs: the spec, the bundle if there is one (checked), the plan.
+    Makes no secrets and renders nothing, so it loads none of the rendering code."""
+    age = age if age is not None else Age.from_env()
+    doc = load_spec(spec_path)
+    bundle_path = secrets_mod.locate(spec_path, secrets_path, age)
+    existing = secrets_mod.load(bundle_path, doc.spec.name, age)
+    plan = plan_for(doc.spec, existing)
+    warning = secrets_mod.loose_permissions(bundle_path)
+    return Prepared(doc, plan, existing, bundle_path, [], age=age, warnings=[warning] if warning else [])
+
+
 def node_user_data(plan: Plan, bundle: Bundle, member: Member, provider: str | None) -> tuple[bytes, NodeReport]:
+    from .artifacts import cloudinit
     return fit_user_data(plan, member, cloudinit.node_files(plan, bundle, member), provider)
 
 
-def fit_user_data(plan: Plan, member: Member, files: list[cloudinit.NodeFile], provider: str | None) -> tuple[bytes, NodeReport]:
-    """The node's files as user-data in the encoding its provider takes, and the size report."""
+def fit_user_data(plan: Plan, member: Member, files: list["cloudinit.NodeFile"], provider: str | None,
+                  measure: bool = True) -> tuple[bytes, NodeReport]:
+    """The node's files as user-data in the encoding its provider takes, and the size report.
+    measure=False: the gzip'd size only when it is needed to choose (nobody reads the report)."""
+    from .artifacts import cloudinit, providers
     prov = providers.PROVIDERS[provider or member.provider or "none"]
     plain = cloudinit.user_data(plan, member, files, "plain")
-    variants = {"plain": plain, "gzip": cloudinit.gzip_bytes(plain)}
-    if prov.limit is not None and len(plain) > prov.limit:
+    variants = {"plain": plain}
+    too_big = prov.limit is not None and len(plain) > prov.limit
+    if measure or too_big:
+        variants["gzip"] = cloudinit.gzip_bytes(plain)
+    if too_big:
         # Per-file gz+b64 costs a gzip per file: only worth making when plain does not fit.
         variants["gz+b64"] = cloudinit.user_data(plan, member, files, "gz+b64")
     sizes = {enc: len(data) for enc, data in variants.items()}
@@ -108,13 +125,19 @@ def fit_user_data(plan: Plan, member: Member, files: list[cloudinit.NodeFile], p
 
 
 def render_all(plan: Plan, bundle: Bundle, provider: str | None = None, iso: bool = True, packer: bool = True,
-               progress: Callable[[str], None] | None = None) -> Rendered:
+               progress: Callable[[str], None] | None = None, measure: bool = True) -> Rendered:
+    """Every artifact in memory. measure=False skips what only the size report needs (a gzip per node)."""
+    # Imported here: `check`, `plan --help` and the like never load the renderers.
+    from .artifacts import admin as admin_art
+    from .artifacts import cloudinit, hub_update
+    from .artifacts import iso as iso_art
+    from .artifacts import packer as packer_art
     files: dict[str, tuple[bytes, int]] = {}
     reports = []
     for member in plan.nodes:
         base = f"nodes/{member.name}"
         node_files = cloudinit.node_files(plan, bundle, member)
-        ud, report = fit_user_data(plan, member, node_files, provider)
+        ud, report = fit_user_data(plan, member, node_files, provider, measure)
         files[f"{base}/user-data"] = (ud, 0o600)
         files[f"{base}/meta-data"] = (cloudinit.meta_data(plan, member), 0o644)
         # day two: the node's WireGuard config on its own, to install on a running node (rekey);
@@ -160,12 +183,13 @@ def render_all(plan: Plan, bundle: Bundle, provider: str | None = None, iso: boo
 def write(prepared: Prepared, rendered: Rendered, out_dir: Path) -> Path:
     """Call inside ``locked``. Order (docs/day-two.md, "Nothing lost"):
     1. refuse, touching nothing, if out/<cluster> is anything wgkube cannot prove it wrote;
-    2. stage the complete new generation (every byte written and fsync'd, not yet visible), so
+    2. stage the complete new generation (every byte written and synced once, not yet visible), so
        a full disk, a read-only folder or a missing permission stops the run here;
     3. save the bundle (if anything was added): the keys in the staged files are now in it;
     4. switch out/<cluster> to the new generation (one rename) and remove the previous one.
     Outputs can be re-rendered from the bundle, never the reverse: the visible out/ never
     holds a key the bundle lacks. Afterwards prepared.notes says what running members need."""
+    from .daytwo.diff import diff
     cluster_dir = out_dir / prepared.plan.cluster
     check_target(out_dir, cluster_dir)
     before = read_manifest(cluster_dir)

@@ -8,6 +8,7 @@ VXLAN between VPN addresses, so no pod range appears in any AllowedIPs.
 from __future__ import annotations
 
 import ipaddress
+import itertools
 from dataclasses import dataclass, field
 
 from . import facts
@@ -219,11 +220,12 @@ class Plan:
 
 
 def allocate(spec: ClusterSpec, pinned: dict[str, str] | None = None, reserved: set[str] | None = None,
-             extra: list[str] | None = None) -> dict[str, str]:
+             extra: list[str] | None = None, quarantined: set[str] | None = None) -> dict[str, str]:
     """VPN address per member: fixed (spec) first, then the address the member had before
     (pinned, from the secrets bundle), then the lowest free host address, in spec order.
     Reserved addresses (free spare slots) are never handed out; extra names (new spare slots)
-    get addresses after every member."""
+    get addresses after every member. Quarantined addresses (recently given up by a removed
+    member) are handed out only when nothing else is free."""
     pinned = pinned or {}
     net = ipaddress.ip_network(spec.vpn.cidr)
     names = [n.name for n in spec.nodes] + [a.name for a in spec.admins]
@@ -237,7 +239,9 @@ def allocate(spec: ClusterSpec, pinned: dict[str, str] | None = None, reserved: 
         if ip in net and ip not in taken:
             out[name] = str(ip)
             taken.add(ip)
-    free = (h for h in net.hosts() if h not in taken)
+    held = {ipaddress.ip_address(ip) for ip in quarantined or ()}
+    free = itertools.chain((h for h in net.hosts() if h not in taken and h not in held),
+                           (h for h in net.hosts() if h in held and h not in taken))
     for name in names + list(extra or ()):
         if name not in out:
             try:
@@ -251,11 +255,11 @@ def allocate(spec: ClusterSpec, pinned: dict[str, str] | None = None, reserved: 
 
 def build_plan(spec: ClusterSpec, pinned: dict[str, str] | None = None, *, reserved: dict[str, str] | None = None,
                new_spares: list[str] | None = None, slot_takes: dict[str, str] | None = None,
-               slot_labels: dict[str, str] | None = None, spares_target: int = 0) -> Plan:
+               slot_labels: dict[str, str] | None = None, spares_target: int = 0, quarantined: set[str] | None = None) -> Plan:
     """reserved: free spare slot -> its address (kept); new_spares: slot names to allocate.
     daytwo.planning.plan_for() works these out from the secrets bundle."""
     reserved = reserved or {}
-    addresses = allocate(spec, pinned, set(reserved.values()), new_spares)
+    addresses = allocate(spec, pinned, set(reserved.values()), new_spares, quarantined)
     spares = sorted([Slot(n, ip) for n, ip in reserved.items()] + [Slot(n, addresses[n]) for n in new_spares or ()],
                     key=lambda s: ipaddress.ip_address(s.vpn_ip))
     members: list[Member] = []

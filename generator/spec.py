@@ -191,7 +191,7 @@ class Admin(Strict):
 class Login(Strict):
     user: str = Field("ops", description="console/SSH user created on every node")
     ssh_authorized_keys: list[str] = Field(default_factory=list)
-    password_hash: str | None = Field(None, description="crypt(3) SHA-512 hash; use `wgkube render --password` to make one")
+    password_hash: str | None = Field(None, description="crypt(3) SHA-512 hash; make one with `wgkube hash-password`")
 
     @field_validator("user")
     @classmethod
@@ -259,7 +259,8 @@ class ClusterSpec(Strict):
         v = str(v)
         if v not in versions.KUBERNETES_SUPPORTED:
             raise ValueError(
-                f"unsupported Kubernetes version {shown(v)}; supported minors: {', '.join(versions.KUBERNETES_SUPPORTED)}"
+                f"unsupported Kubernetes version {shown(v)}; supported minors: {', '.join(versions.KUBERNETES_SUPPORTED)} "
+                f"(quote it, kubernetes: \"1.30\": unquoted, YAML reads 1.30 as the number 1.3)"
             )
         return v
 

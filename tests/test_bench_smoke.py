@@ -18,6 +18,8 @@ sys.path.insert(0, str(REPO))  # bench/ is not an installed package: import it f
 from bench.render_bench import linearity  # noqa: E402
 
 TARGET_IDS = {"render_1000", "memory_linear", "hub50_aws", "worker_16k_raw", "hub_marginal", "vs_meshconf", "verify_1000",
+              "cli_help", "cli_check", "cli_render_1000_ud", "cli_render_1000_full", "cli_render_3000_full", "cli_vs_meshconf",
+              "cli_vs_bash24",
               "mesh_render_1000", "mesh_public50_aws", "mesh_failover_lab"}
 
 
@@ -110,6 +112,17 @@ def test_linearity_tells_linear_from_quadratic():
     assert linearity(linear)["linear"] is True
     assert linearity(square)["linear"] is False
     assert linearity(linear[:1])["linear"] is None
+
+
+def test_cli_figures_are_fresh_processes_writing_files(smoke):
+    """Issue 19: the headline figures are CLI processes (start-up, render, peers), each with its load."""
+    results, _ = smoke
+    cli = results["cli"]
+    assert cli["startup"]["wgkube --help"]["median_s"] > 0 and cli["startup"]["load_before"]
+    assert {(r["members"], r["full"]) for r in cli["render"]} == {(10, False), (10, True)}
+    assert all(r["files"] > 10 and r["wgkube"]["cpu_median_s"] > 0 for r in cli["render"])
+    (peer,) = cli["peers"]
+    assert peer["members"] == 10 and peer["wgkube"]["median_s"] > 0
 
 
 def test_mesh_figures(smoke):

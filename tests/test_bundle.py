@@ -224,7 +224,7 @@ def test_two_renders_at_once_one_waits_its_turn_or_stops_cleanly(tmp_path):
     os.pwrite(fd, b"4242\n", 0)
     try:
         for args in (("render", str(spec), "-o", str(tmp_path / "out"), "--no-iso", "--no-packer"),
-                     ("rekey", "worker-1", str(spec), "-o", str(tmp_path / "out"))):
+                     ("rekey", "--yes", "worker-1", str(spec), "-o", str(tmp_path / "out"))):
             proc = wgkube(*args, check=False)
             assert proc.returncode == 2 and "another wgkube run (pid 4242) holds" in " ".join(proc.stderr.split()), proc.stderr
             assert "Traceback" not in proc.stderr
@@ -323,7 +323,7 @@ def test_a_corrupt_bundle_is_refused_clearly_and_never_overwritten(rendered_once
     # A new member too: a render that did not check would have something to write.
     write_spec(tmp_path, spec_doc(spares=1, window=2, add=[{"name": "worker-5"}]))
     for command in (["render", spec, "-o", tmp_path / "out", "--no-iso", "--no-packer"], ["plan", spec, "-o", tmp_path / "out"],
-                    ["rekey", "worker-1", spec, "-o", tmp_path / "out"]):
+                    ["rekey", "--yes", "worker-1", spec, "-o", tmp_path / "out"]):
         result = cli(*command, ok=False)
         text = " ".join(result.output.split())
         assert result.exit_code == 2, (case, command[0], text)
@@ -401,7 +401,7 @@ def test_encrypted_bundle_round_trip(tmp_path):
         assert tree(tmp_path / "out" / "d2") == out_before, "same secrets, same outputs"
         assert enc.read_text() == armored, "nothing new: the encrypted bundle is not rewritten"
         render(tmp_path, spec_doc(window=2, add=[{"name": "worker-2"}]), "--no-iso")
-        cli("rekey", "worker-1", spec, "-o", tmp_path / "out")
+        cli("rekey", "--yes", "worker-1", spec, "-o", tmp_path / "out")
     finally:
         for k in env:
             os.environ.pop(k)

@@ -250,7 +250,7 @@ def test_rekey_a_worker_changes_its_key_only_and_says_worker_first_then_hub(tmp_
     render(tmp_path, spec_doc())
     out = tmp_path / "out" / "d2"
     before, b0 = tree(out), bundle(tmp_path)
-    result = cli("rekey", "worker-1", tmp_path / "cluster.yaml", "-o", tmp_path / "out")
+    result = cli("rekey", "--yes", "worker-1", tmp_path / "cluster.yaml", "-o", tmp_path / "out")
     b1 = bundle(tmp_path)
     old, new = b0["members"]["worker-1"], b1["members"]["worker-1"]
     assert new["private_key"] != old["private_key"] and new["vpn_ip"] == old["vpn_ip"]
@@ -267,16 +267,16 @@ def test_rekey_a_worker_changes_its_key_only_and_says_worker_first_then_hub(tmp_
     assert first < second and "sudo bash -s <" in text and "cut off" in text
     assert not WG_KEY.search(result.stdout.replace(b1["members"]["hub"]["public_key"], ""))
     # Rekeying an admin: the hub first (from the admin device, while its old key works).
-    admin = cli("rekey", "laptop", tmp_path / "cluster.yaml", "-o", tmp_path / "out")
+    admin = cli("rekey", "--yes", "laptop", tmp_path / "cluster.yaml", "-o", tmp_path / "out")
     assert "1. the hub first" in " ".join(admin.stdout.split())
 
 
 def test_rekey_refuses_unknown_members_cleanly(tmp_path):
     spec = write_spec(tmp_path, spec_doc())
-    proc = wgkube("rekey", "nobody", str(spec), "-o", str(tmp_path / "out"), check=False)
+    proc = wgkube("rekey", "--yes", "nobody", str(spec), "-o", str(tmp_path / "out"), check=False)
     assert proc.returncode == 2 and "no secrets bundle" in proc.stderr and "Traceback" not in proc.stderr
     render(tmp_path, spec_doc())
-    proc = wgkube("rekey", "nobody", str(spec), "-o", str(tmp_path / "out"), check=False)
+    proc = wgkube("rekey", "--yes", "nobody", str(spec), "-o", str(tmp_path / "out"), check=False)
     assert proc.returncode == 2 and "'nobody' is not in the spec" in proc.stderr
 
 
@@ -316,7 +316,7 @@ def test_plan_writes_nothing_shows_no_keys_and_predicts_the_render(tmp_path):
     assert sorted(inner, key=lambda f: f["path"]) == [
         {"path": "/etc/wgkube/firewall.nft", "status": "changed", "category": "boot"},
         {"path": "/etc/wireguard/wg0.conf", "status": "changed", "category": "live"}]
-    assert "hub hub: files read at boot change (/etc/wgkube/firewall.nft)" in text
+    assert "the hub (hub): files read at boot change (/etc/wgkube/firewall.nft)" in text
     assert predicted["hub_must_update"]
 
 
@@ -399,7 +399,7 @@ def test_rekey_join_gives_a_late_worker_a_fresh_window_and_touches_nothing_else(
     assert "wgkube rekey worker-1" in plan.stdout and "--join" in plan.stdout
     before, b0 = tree(out), bundle(tmp_path)
     old_cert = b0["joins"]["worker-1"]["cert"]
-    result = cli("rekey", "worker-1", tmp_path / "cluster.yaml", "-o", tmp_path / "out", "--join")
+    result = cli("rekey", "--yes", "worker-1", tmp_path / "cluster.yaml", "-o", tmp_path / "out", "--join")
     assert "the hub needs nothing" in " ".join(result.stdout.split())
     b1 = bundle(tmp_path)
     assert b1["joins"]["worker-1"]["cert"] != old_cert and b1["retired"]["worker-1"]["join"]["cert"] == old_cert
@@ -408,7 +408,7 @@ def test_rekey_join_gives_a_late_worker_a_fresh_window_and_touches_nothing_else(
     assert diff["changed"] == {"nodes/worker-1/user-data", "manifest.json"} and not diff["new"] and not diff["removed"]
     ca, cert, _, _ = join_material(out, "worker-1", tmp_path)
     assert verify_at(ca, cert, dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=1, hours=23)).returncode == 0
-    proc = wgkube("rekey", "hub", str(tmp_path / "cluster.yaml"), "-o", str(tmp_path / "out"), "--join", check=False)
+    proc = wgkube("rekey", "--yes", "hub", str(tmp_path / "cluster.yaml"), "-o", str(tmp_path / "out"), "--join", check=False)
     assert proc.returncode == 2 and "does not join" in proc.stderr
 
 
@@ -623,7 +623,7 @@ def test_running_members_keep_working_through_add_spare_hub_update_remove_and_re
     untouched_still_work("worker-1", "laptop", "worker-2", "worker-3")
 
     # 4. worker-1 is rekeyed, rolled out in the printed order: in between only worker-1 is cut off.
-    rekey = cli("rekey", "worker-1", spec, "-o", work / "out")
+    rekey = cli("rekey", "--yes", "worker-1", spec, "-o", work / "out")
     steps = [printed(rekey.stdout, "1. worker-1 first"), printed(rekey.stdout, "2. then the hub")]
     assert run_printed(bed, "worker-1", steps[0]).returncode == 0
     assert not bed.ping("worker-1", hub_ip, tries=2), "worker-1 is cut off until the hub has its new key"
@@ -654,7 +654,7 @@ def test_wgkube_lab_passes_after_each_change_with_untouched_members_on_their_old
     for what, doc, touched in steps:
         before = tree(out)
         if doc is None:
-            cli("rekey", "worker-1", tmp_path / "cluster.yaml", "-o", tmp_path / "out")
+            cli("rekey", "--yes", "worker-1", tmp_path / "cluster.yaml", "-o", tmp_path / "out")
         else:
             render(tmp_path, doc, "--no-iso")
         after = tree(out)

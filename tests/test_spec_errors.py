@@ -42,7 +42,7 @@ def test_good_spec_passes(tmp_path):
     spec = tmp_path / "cluster.yaml"
     spec.write_text(GOOD)
     proc = wgkube("check", str(spec))
-    assert "hub hub" in proc.stdout and "10.88.0.1:6443" in proc.stdout
+    assert "hub: hub" in proc.stdout and "10.88.0.1:6443" in proc.stdout
     assert not (tmp_path / "cluster.secrets.yaml").exists(), "check writes nothing"
 
 

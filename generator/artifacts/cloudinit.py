@@ -34,7 +34,29 @@ class NodeFile:
 
 
 def first_boot_script(plan: Plan, member: Member) -> str:
-    """Every URL, package name and version in it comes from generator/versions.py."""
+    """Same for every node of one role and package family but for the node's name: rendered once
+    per kind with a stand-in name, which is then replaced (tests compare with a direct render)."""
+    text = _first_boot_for_kind(member.role, member.package_family, member.os, plan.kubernetes, plan.cluster,
+                                plan.api_address, plan.api_port, plan.interface, plan.port)
+    return text.replace(_NAME_STANDIN, member.name)
+
+
+_NAME_STANDIN = "@@wgkube-node-name@@"
+
+
+@lru_cache(maxsize=64)
+def _first_boot_for_kind(role: str, family: str | None, os_name: str | None, kubernetes: str, cluster: str, api_address: str,
+                         api_port: int, interface: str, port: int) -> str:
+    from types import SimpleNamespace
+    plan = SimpleNamespace(kubernetes=kubernetes, cluster=cluster, api_address=api_address, api_port=api_port,
+                           interface=interface, port=port)
+    member = SimpleNamespace(name=_NAME_STANDIN, role=role, package_family=family, os=os_name)
+    return render_first_boot(plan, member)
+
+
+def render_first_boot(plan, member) -> str:
+    """The first-boot script rendered directly (the reference for first_boot_script). Every URL,
+    package name and version in it comes from generator/versions.py."""
     apt = member.package_family == "apt"
     minor = plan.kubernetes
     return render("first-boot.sh.j2", plan=plan, member=member, runtime=kubeadm.runtime_for(member),

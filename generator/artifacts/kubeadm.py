@@ -255,7 +255,8 @@ def config(plan: Plan, bundle: Bundle, member: Member) -> str:
         text = render("kubeadm-join.yaml.j2", ca_hash=bundle.ca_hash, **ctx)
     # A template mistake fails here, not on a node. Configs differ between members only in
     # the member's name and address, so each distinct shape is validated once per run.
-    shape = text.replace(member.vpn_ip, "<ip>").replace(f'"{member.name}"', "<name>")
+    # Comments are not validated (they carry the name unquoted).
+    shape = _COMMENT.sub("", text).replace(member.vpn_ip, "<ip>").replace(f'"{member.name}"', "<name>")
     if shape not in _validated:
         validate_documents(text)
         _validated.add(shape)
@@ -263,3 +264,4 @@ def config(plan: Plan, bundle: Bundle, member: Member) -> str:
 
 
 _validated: set[str] = set()
+_COMMENT = re.compile(r"(?m)^\s*#.*$")

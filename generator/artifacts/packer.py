@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 import yaml
 
@@ -102,13 +104,31 @@ def _provision(*, title: str, plan: Plan, node: str | None, seed_files: list[str
 def build_seed(plan: Plan, hostname: str) -> bytes:
     """NoCloud seed for the qemu build VM only: the login user with the spec's public keys.
     The instance-id differs from the node's, so the node's seed still counts as new."""
-    user: dict = {"name": plan.login_user, "shell": "/bin/bash", "sudo": "ALL=(ALL) NOPASSWD:ALL",
-                  "ssh_authorized_keys": list(plan.ssh_keys)}
+    return iso.seed_iso(_build_user_data(plan.login_user, tuple(plan.ssh_keys)), _build_meta_data(hostname))
+
+
+@lru_cache(maxsize=8)
+def _build_user_data(login_user: str, ssh_keys: tuple[str, ...]) -> bytes:
+    """The same for every node of a cluster: dumped once per run."""
+    user: dict = {"name": login_user, "shell": "/bin/bash", "sudo": "ALL=(ALL) NOPASSWD:ALL",
+                  "ssh_authorized_keys": list(ssh_keys)}
     config = {"users": [user], "ssh_pwauth": False}
-    user_data = ("#cloud-config\n# wgkube: Packer qemu build access only; not a node's seed.\n"
-                 + yaml.safe_dump(config, sort_keys=False, width=4096)).encode()
-    meta = yaml.safe_dump({"instance-id": hostname, "local-hostname": hostname}).encode()
-    return iso.seed_iso(user_data, meta)
+    return ("#cloud-config\n# wgkube: Packer qemu build access only; not a node's seed.\n"
+            + yaml.safe_dump(config, sort_keys=False, width=4096)).encode()
+
+
+# A host name YAML prints as a plain scalar, unquoted, on one line: letters first (never a
+# number, a bool or null), then only letters, digits, dots and dashes.
+_PLAIN_NAME = re.compile(r"[a-z][a-z0-9.-]{0,200}")
+
+
+def _build_meta_data(hostname: str) -> bytes:
+    if _PLAIN_NAME.fullmatch(hostname) and hostname not in _YAML_WORDS:
+        return f"instance-id: {hostname}\nlocal-hostname: {hostname}\n".encode()
+    return yaml.safe_dump({"instance-id": hostname, "local-hostname": hostname}).encode()
+
+
+_YAML_WORDS = frozenset({"y", "n", "yes", "no", "on", "off", "true", "false", "null"})
 
 
 def node_templates(plan: Plan, member: Member) -> dict[str, tuple[bytes, int]]:

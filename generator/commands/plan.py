@@ -13,13 +13,7 @@ from typing import List, Optional
 
 import typer
 
-from ..daytwo import diff as daytwo_diff
-from ..daytwo import report as daytwo_report
-from ..daytwo.rollout import rollout
-from .. import pipeline
-from ..errors import Problem, UserError
-from ..output import manifest_of, read_manifest
-from ..secrets import Age
+from .common import JsonOpt, OutputOpt, output_dir, write_json
 
 
 def options_from(manifest: dict | None, provider: str | None, iso: bool | None, packer: bool | None) -> tuple[str | None, bool, bool]:
@@ -32,23 +26,31 @@ def options_from(manifest: dict | None, provider: str | None, iso: bool | None, 
 
 def check_provider(provider: str | None) -> None:
     from ..artifacts.providers import PROVIDERS
+    from ..errors import Problem, UserError
     if provider is not None and provider not in PROVIDERS:
         raise UserError(Problem("--provider", f"unknown provider {provider!r}", f"one of: {', '.join(PROVIDERS)}"))
 
 
 def register(app: typer.Typer, user_errors) -> None:
-    @app.command("plan")
+    @app.command("plan", short_help="what the next render changes; what to do by hand")
     @user_errors
     def plan_cmd(spec: Path = typer.Argument(..., help="cluster spec (YAML)"),
-                 output: Path = typer.Option(Path("out"), "-o", "--output", help="output folder of the last render (holds <name>/manifest.json)"),
+                 output: Optional[Path] = typer.Option(None, "-o", "--output", help="output folder of the last render (holds <name>/manifest.json; default: out/ beside the spec)"),
                  secrets: Optional[Path] = typer.Option(None, "--secrets", help="secrets bundle (default: beside the spec)"),
                  provider: Optional[str] = typer.Option(None, "--provider", help="as for render (default: what the last render used)"),
                  iso: Optional[bool] = typer.Option(None, "--iso/--no-iso", help="as for render (default: what the last render used)"),
                  packer: Optional[bool] = typer.Option(None, "--packer/--no-packer", help="as for render (default: what the last render used)"),
                  age_identity: List[Path] = typer.Option([], "--age-identity", help="age identity file to decrypt an encrypted bundle (or $WGKUBE_AGE_IDENTITY)"),
                  rekey: Optional[str] = typer.Option(None, "--rekey", metavar="NODE", help="preview `wgkube rekey NODE SPEC`: what changes and the rollout order"),
-                 as_json: bool = typer.Option(False, "--json", help="machine-readable report")) -> None:
+                 as_json: bool = JsonOpt) -> None:
         """Show what the next render would change, per member and per file, and what must be done by hand. Writes nothing."""
+        from .. import pipeline
+        from ..daytwo import diff as daytwo_diff
+        from ..daytwo import report as daytwo_report
+        from ..daytwo.rollout import rollout
+        from ..output import manifest_of, read_manifest
+        from ..secrets import Age
+        output = output_dir(spec, output)
         check_provider(provider)
         prepared = pipeline.prepare(spec, secrets, age=Age.from_env(identities=age_identity), rekey=rekey)
         cluster_dir = output / prepared.plan.cluster
@@ -69,7 +71,7 @@ def register(app: typer.Typer, user_errors) -> None:
                 a for a in report.actions if "hub-update" not in a and "own WireGuard config" not in a
                 and "peer-update/" not in a and "its WireGuard config changes" not in a]
         if as_json:
-            sys.stdout.write(json.dumps(daytwo_report.report_json(report), indent=1, sort_keys=True) + "\n")
+            write_json(daytwo_report.report_json(report))
             return
         against = f"{cluster_dir}/manifest.json" if before is not None else f"nothing ({cluster_dir} has no manifest yet)"
         title = f"plan for {prepared.plan.cluster}: {spec} against {against}"

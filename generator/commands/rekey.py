@@ -7,39 +7,55 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
-from rich.console import Console
 
-from ..artifacts.join import join_window
-from ..daytwo.rollout import rollout
-from .. import pipeline
-from ..spec import load_spec
-from ..output import read_manifest
-from ..secrets import Age
+from .common import OutputOpt, out, output_dir, print_text
 from .plan import check_provider, options_from
 
-out = Console(highlight=False)
+
+def _confirm(node: str, steps: list[str]) -> None:
+    """Show the rollout before anything changes; ask on a terminal, refuse in a script without --yes."""
+    import sys
+    print_text(f"rekey {node}: a new WireGuard key; nothing is written until you agree. The rollout will be:")
+    for line in steps:
+        print_text(f"  {line}")
+    if not sys.stdin.isatty():
+        sys.stderr.write("not confirmed: stdin is not a terminal; pass --yes to rekey from a script. Nothing was changed.\n")
+        raise typer.Exit(1)
+    if not typer.confirm(f"rekey {node} now?", default=False):
+        sys.stderr.write("not confirmed; nothing was changed.\n")
+        raise typer.Exit(1)
 
 
 def register(app: typer.Typer, user_errors) -> None:
-    @app.command("rekey")
+    @app.command("rekey", short_help="new key (or --join credential) for one member")
     @user_errors
     def rekey_cmd(node: str = typer.Argument(..., help="the member (node or admin) that gets a new key"),
                   spec: Path = typer.Argument(..., help="cluster spec (YAML)"),
-                  output: Path = typer.Option(Path("out"), "-o", "--output", help="output folder; the cluster goes in <output>/<name>/"),
+                  output: Optional[Path] = OutputOpt,
                   secrets: Optional[Path] = typer.Option(None, "--secrets", help="secrets bundle (default: beside the spec)"),
                   join: bool = typer.Option(False, "--join", help="issue a new join credential (fresh join window) instead of a WireGuard key"),
                   provider: Optional[str] = typer.Option(None, "--provider", help="as for render (default: what the last render used)"),
                   iso: Optional[bool] = typer.Option(None, "--iso/--no-iso", help="as for render (default: what the last render used)"),
                   packer: Optional[bool] = typer.Option(None, "--packer/--no-packer", help="as for render (default: what the last render used)"),
                   age_identity: List[Path] = typer.Option([], "--age-identity", help="age identity file (encrypted bundle), or $WGKUBE_AGE_IDENTITY"),
-                  age_recipient: List[str] = typer.Option([], "--age-recipient", help="encrypt the bundle to this age recipient, or $WGKUBE_AGE_RECIPIENTS")) -> None:
+                  age_recipient: List[str] = typer.Option([], "--age-recipient", help="encrypt the bundle to this age recipient, or $WGKUBE_AGE_RECIPIENTS"),
+                  yes: bool = typer.Option(False, "--yes", "-y", help="do not ask: scripts (a WireGuard rekey splits the member off until rolled out)")) -> None:
         """Give one member a new WireGuard key (or, with --join, a new join credential), re-render, print the rollout order."""
+        from .. import pipeline
+        from ..artifacts.join import join_window
+        from ..daytwo.rollout import rollout
+        from ..output import read_manifest
+        from ..secrets import Age
+        from ..spec import load_spec
         check_provider(provider)
+        output = output_dir(spec, output)
         age = Age.from_env(age_recipient, age_identity)
         doc = load_spec(spec)  # a refused spec leaves nothing behind, not even the lock file
         with pipeline.locked(spec, secrets):
             prepared = pipeline.prepare(spec, secrets, age=age, rekey=node, rekey_join=join, doc=doc)
             cluster_dir = output / prepared.plan.cluster
+            if not join and not yes:
+                _confirm(node, rollout(prepared.plan, node, str(cluster_dir)))
             provider, iso, packer = options_from(read_manifest(cluster_dir), provider, iso, packer)
             rendered = pipeline.render_all(prepared.plan, prepared.bundle, provider=provider, iso=iso, packer=packer)
             cluster_dir = pipeline.write(prepared, rendered, output)

@@ -106,6 +106,9 @@ def diff(old: dict | None, new: dict, plan: Plan, bundle: Bundle, out_hint: str,
     order = {m.name: i for i, m in enumerate(plan.members)}
     members = sorted(per_member.values(), key=lambda mc: (order.get(mc.name, len(order)), mc.name))
     actions = _actions(members, plan, bundle, out_hint, old is not None, "node_files" in (old or {}), old_kinds)
+    was = (old_plan or {}).get("kubernetes")
+    if old is not None and was and was != plan.kubernetes:
+        actions.insert(0, kubernetes_change(was, plan.kubernetes))
     return Report(plan.cluster, old is not None, members, cluster_files, actions, secrets_added)
 
 
@@ -115,6 +118,14 @@ def latest_retired(bundle: Bundle, name: str) -> dict:
     if not keys:
         return {}
     return bundle.retired[max(keys, key=lambda k: (str(bundle.retired[k].get("retired", "")), int(k.partition("@")[2] or 1)))]
+
+
+def kubernetes_change(was: str, now: str) -> str:
+    """A changed `kubernetes:` re-renders every node's first-boot files; it upgrades nothing."""
+    return (f"kubernetes changes from {was} to {now}: wgkube does not upgrade running nodes; they stay on {was}. "
+            f"Only nodes booted from now on install {now}, and a kubelet newer than the API server is not supported "
+            f"(kubeadm join fails or misbehaves). Upgrade the control plane first (kubeadm upgrade, then each node), "
+            f"or set kubernetes back to \"{was}\" until you do.")
 
 
 def _actions(members: list[MemberChange], plan: Plan, bundle: Bundle, out_hint: str, baseline: bool,
@@ -147,7 +158,7 @@ def _actions(members: list[MemberChange], plan: Plan, bundle: Bundle, out_hint: 
                 actions.append(f"{mc.name}: its WireGuard peer list changes; apply it over the VPN (peers that did not change "
                                f"keep their sessions):\n    " + member_update_command(plan, m, f"{out_hint}/{member_update_path(m)}"))
     if not mesh and hub is not None and hub.status == "changed" and tunnel_changes(hub):
-        actions.append(f"hub {plan.hub}: its WireGuard peer list changes; apply it over the VPN "
+        actions.append(f"the hub ({plan.hub}): its WireGuard peer list changes; apply it over the VPN "
                        f"(peers that did not change keep their sessions):\n    "
                        + hub_update_command(plan, f"{out_hint}/hub-update/{hub_update_name(plan)}"))
     for mc in members:
@@ -187,5 +198,5 @@ def _actions(members: list[MemberChange], plan: Plan, bundle: Bundle, out_hint: 
     if not mesh and hub is not None and hub.status == "changed":
         boot = inner_changes(hub, "boot")
         if boot:
-            actions.append(f"hub {plan.hub}: files read at boot change ({', '.join(boot)}); copy them over and restart the unit")
+            actions.append(f"the hub ({plan.hub}): files read at boot change ({', '.join(boot)}); copy them over and restart the unit")
     return actions

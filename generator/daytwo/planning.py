@@ -7,6 +7,7 @@ import datetime as dt
 import ipaddress
 from pathlib import Path
 
+from .. import facts
 from ..errors import Problem, UserError
 from ..plan import Plan, build_plan
 from ..secrets import SLOT_RE, Bundle
@@ -19,7 +20,24 @@ def _slot_number(name: str) -> int:
     return int(m.group(1)) if m else 0
 
 
-def plan_for(spec: ClusterSpec, existing: Bundle | None, hub_changes: bool = False) -> Plan:
+def quarantined(existing: Bundle, names: list[str], now: dt.datetime) -> set[str]:
+    """Addresses given up by members that left (now, or less than the quarantine ago) and that no
+    staying member holds: kept out of circulation for a while (facts.RETIRED_ADDRESS_QUARANTINE_DAYS)."""
+    staying = {m["vpn_ip"] for n, m in existing.members.items() if n in names and m.get("vpn_ip")}
+    leaving = {m["vpn_ip"] for n, m in existing.members.items() if n not in names and m.get("vpn_ip")}
+    since = now - dt.timedelta(days=facts.RETIRED_ADDRESS_QUARANTINE_DAYS)
+    recent = set()
+    for entry in existing.retired.values():
+        try:
+            when = dt.datetime.strptime(str(entry.get("retired", "")), "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.timezone.utc)
+        except ValueError:
+            continue
+        if entry.get("vpn_ip") and when >= since:
+            recent.add(entry["vpn_ip"])
+    return (leaving | recent) - staying
+
+
+def plan_for(spec: ClusterSpec, existing: Bundle | None, hub_changes: bool = False, now: dt.datetime | None = None) -> Plan:
     """The plan for spec, given what the bundle already holds.
 
     hub_changes: the caller already knows the hub's peer list changes (rekey)."""
@@ -67,8 +85,9 @@ def plan_for(spec: ClusterSpec, existing: Bundle | None, hub_changes: bool = Fal
         labels = {n: e["slot"] for n, e in existing.members.items() if e.get("slot") and n in names}
         labels.update(takes)
     pinned = existing.addresses() | {n: free[s]["vpn_ip"] for n, s in takes.items()}
+    held = quarantined(existing, names, now or dt.datetime.now(dt.timezone.utc))
     return build_plan(spec, pinned, reserved={s: free[s]["vpn_ip"] for s in remaining}, new_spares=new_spares,
-                      slot_takes=takes, slot_labels=labels, spares_target=target)
+                      slot_takes=takes, slot_labels=labels, spares_target=target, quarantined=held)
 
 
 def rekey_bundle(doc: SpecDocument, existing: Bundle | None, name: str, join: bool, now: dt.datetime,

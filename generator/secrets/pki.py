@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import hashlib
+from functools import lru_cache
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -82,8 +83,10 @@ def new_sa_keypair() -> dict[str, str]:
     return {"key": _key_pem(key), "pub": pub}
 
 
+@lru_cache(maxsize=16)
 def ca_cert_hash(cert_pem: str) -> str:
-    """kubeadm's discovery hash: sha256 over the CA's SubjectPublicKeyInfo (DER)."""
+    """kubeadm's discovery hash: sha256 over the CA's SubjectPublicKeyInfo (DER).
+    A pure function of the certificate, asked for by every worker: computed once per CA."""
     cert = x509.load_pem_x509_certificate(cert_pem.encode())
     spki = cert.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
     return "sha256:" + hashlib.sha256(spki).hexdigest()

@@ -208,10 +208,20 @@ def _pings_ok(r, node: Node, nodes: dict[str, Node]) -> bool:
     return all(r.ping.get(n.vpn_ip) == "ok" for n in nodes.values() if n.name != node.name)
 
 
-def _soft_wait(res: Run, vm, pred, timeout: float, what: str, **kw):
-    """wait_report that records a timeout as a problem and returns the latest report instead."""
+def _soft_wait(res: Run, vm, pred, stall: float, what: str, boot_id: str | None = None,
+               not_boot_id: str | None = None):
+    """Wait for a report of this guest satisfying pred while the guest makes progress (no guest
+    progress for `stall` s ends the wait); records a timeout as a problem and returns the latest
+    report instead."""
+    def probe():
+        r = vm.latest(boot_id)
+        if r is None or (not_boot_id is not None and r.boot_id == not_boot_id):
+            return None
+        return r if pred(r) else None
+
+    kw = {"boot_id": boot_id}
     try:
-        return vm.wait_report(pred, timeout, what, **kw)
+        return vmq.wait_progressing(probe, f"{vm.name}: {what}", [vm], stall=stall, check=vm.check_alive)
     except vmq.VMTestError as exc:
         if vm.proc is not None and vm.proc.poll() is not None:
             raise  # qemu died: nothing sensible to assert on
@@ -290,8 +300,8 @@ def run(tmp_path_factory) -> Run:
             return True
 
         try:
-            vmq.wait_until(both_failed, 900, "the hub's and the late worker's first boots to fail", poll=3,
-                           check=check_all)
+            vmq.wait_progressing(both_failed, "the hub's and the late worker's first boots to fail", vms.values(),
+                                 check=check_all)
         except vmq.VMTestError as exc:
             res.problems.append(str(exc))
         res.timings["boot until the injected failures"] = time.monotonic() - t_boot
@@ -316,8 +326,8 @@ def run(tmp_path_factory) -> Run:
             return all(recovered(n.name) for n in nodes)
 
         try:
-            vmq.wait_until(all_finished, 900, "every node to finish its first boot (after the recovery reboots)",
-                           poll=3, check=check_all)
+            vmq.wait_progressing(all_finished, "every node to finish its first boot (after the recovery reboots)",
+                                 vms.values(), check=check_all)
         except vmq.VMTestError as exc:
             res.problems.append(str(exc))
         for name in res.failed:
@@ -334,7 +344,8 @@ def run(tmp_path_factory) -> Run:
                        for name, r in reps.items())
 
         try:
-            vmq.wait_until(all_ping, 90, "VPN pings between every pair of members", poll=3, check=check_all)
+            vmq.wait_progressing(all_ping, "VPN pings between every pair of members", vms.values(), stall=240,
+                                 check=check_all)
         except vmq.VMTestError as exc:
             res.problems.append(str(exc))
         for n in nodes:

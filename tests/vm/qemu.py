@@ -460,6 +460,50 @@ def wait_until(pred: Callable[[], T], timeout: float, what: str, poll: float = 2
         time.sleep(poll)
 
 
+def guest_progress(vms: Iterable["VM"]) -> tuple:
+    """What moves when guests do something (not the reporter's periodic blocks): boots, cloud-init
+    finishing, phase sentinels, the first-boot unit's state, stand-in calls, console output."""
+    mark = []
+    for vm in vms:
+        r = vm.latest()
+        try:
+            console = vm.console_log.stat().st_size
+        except OSError:
+            console = 0
+        if r is None:
+            mark.append((vm.name, console))
+            continue
+        unit = r.units.get("wgkube-firstboot.service", {})
+        mark.append((vm.name, console, r.boot_id, r.cloud_init_finished, tuple(r.phases),
+                     unit.get("ActiveState"), len(r.standin_records), tuple(sorted(r.ping.items()))))
+    return tuple(mark)
+
+
+def wait_progressing(pred: Callable[[], T], what: str, vms: Iterable["VM"], stall: float = 600, cap: float = 3600,
+                     poll: float = 3.0, check: Callable[[], None] | None = None) -> T:
+    """Poll pred() until it returns something truthy. No fixed wall: on a busy machine TCG guests
+    are slow but keep moving; fail only when no guest moved (guest_progress) for `stall` seconds,
+    or at the outer cap."""
+    vms = list(vms)
+    t0 = moved = time.monotonic()
+    last = None
+    while True:
+        if check is not None:
+            check()
+        value = pred()
+        if value:
+            return value
+        mark = guest_progress(vms)
+        now = time.monotonic()
+        if mark != last:
+            last, moved = mark, now
+        elif now - moved > stall:
+            raise VMTestError(f"no guest made progress for {now - moved:.0f} s ({now - t0:.0f} s in all) waiting for {what}")
+        if now - t0 > cap:
+            raise VMTestError(f"timed out after {cap:.0f} s waiting for {what} (guests still moving)")
+        time.sleep(poll)
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

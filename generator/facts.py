@@ -20,6 +20,7 @@ VPN_ONLY_PORTS = {
     ("tcp", 10257): "controller-manager",
     ("tcp", 10259): "scheduler",
     ("udp", FLANNEL_VXLAN_PORT): "flannel VXLAN",
+    ("tcp", 10280): "wgkube status",   # STATUS_PORT below
 }
 # What an admin (a laptop with a VPN key) may reach over the VPN besides the API on the hub: SSH
 # (the day-two rollouts run over it). Nothing else: not etcd, not a kubelet, not NodePorts.
@@ -46,3 +47,7 @@ VXLAN_OVERHEAD = 50
 # spare slot for this long: a stale Kubernetes Node or a peer still configured with that address
 # would otherwise point at someone else. Used only when the range has other free addresses.
 RETIRED_ADDRESS_QUARANTINE_DAYS = 30
+
+# `wgkube status` (issue 15): each node serves its state as read-only JSON on this TCP port of
+# its VPN address (wgkube-status.socket); the firewall admits it from VPN members on wg0 only.
+STATUS_PORT = 10280

@@ -14,7 +14,7 @@ STATE_STYLE = {"done": "green", "running": "yellow", "failed": "bold red", "wait
 
 def _reach(r) -> str:
     if r.kind == "admin":
-        return "admin (serves no status)"
+        return "admin"
     if r.reachable:
         return f"ok {r.latency_ms:.0f} ms"
     return f"NO: {r.error}"

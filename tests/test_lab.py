@@ -61,7 +61,7 @@ def test_lab_example_cluster(example_out, lab_tools):
     out = proc.stdout
     summary = re.search(r"(\d+) checks, (\d+) failed", out)
     assert summary and int(summary.group(1)) > 50 and summary.group(2) == "0", out
-    for line in ("hub :6443", "worker-1 :10250", "hub :30081 (DNAT to pod)"):
+    for line in ("hub :6443", "worker-1 :10250", "hub :10280", "hub :30081 (DNAT to pod)"):
         assert re.search(rf"public tcp\s+│ {re.escape(line)}\s+│ timeout\s+│ timeout", out), line
     assert re.search(r"ping before it sends\s+│ hub -> homelab-1\s+│ reply\s+│ reply", out)
     assert re.search(r"pod on homelab-1 -> 169\.254\.169\.254:80\s+│ timeout\s+│ timeout", out)

@@ -304,11 +304,13 @@ def test_status_in_the_lab(example_out, tmp_path):
         print(f"\nstatus of 3 nodes from the laptop's namespace: {elapsed:.2f} s (one down: its timeout is 2 s); "
               f"latency hub {hub['latency_ms']} ms, worker-1 {w1['latency_ms']} ms")
 
-        # The table, as a person reads it.
+        # The table, as a person reads it (100 columns: the README shows it).
         text = subprocess.run(["nsenter", f"--net=/run/netns/{laptop}", sys.executable, "-m", "generator", "status",
-                               str(example_out), "--no-api", "--timeout", "2"], capture_output=True, text=True, env=env).stdout
+                               str(example_out), "--no-api", "--timeout", "2"], capture_output=True, text=True,
+                              env={**env, "COLUMNS": "100"}).stdout
         print(text)
-        assert re.search(r"│ worker-1\s+│ 10\.88\.0\.2\s+│ ok \d+ ms\s+│ failed api: the\s", text), text
+        assert re.search(r"│ worker-1\s+│ 10\.88\.0\.2\s+│ ok \d+ ms\s+│ failed api\s+│", text), text
+        assert "worker-1 failed in phase api: the API at 10.88.0.1:6443 did not answer over the VPN within 3600s" in text
         assert re.search(r"│ hub\s+│ 10\.88\.0\.1\s+│ ok \d+ ms\s+│ done", text), text
         assert re.search(r"│ homelab-1\s+│ 10\.88\.0\.3\s+│ NO: timeout", text), text
         assert "failed: worker-1" in text

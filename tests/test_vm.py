@@ -672,3 +672,32 @@ def test_reboot_repeats_nothing(run: Run):
     assert after.ping.get(run.hub.vpn_ip) == "ok", f"{name}: cannot ping the hub after the reboot"
     kubelet = after.units.get("kubelet.service", {})
     assert kubelet.get("ActiveState") == "active", f"{name}: kubelet after reboot {kubelet}"
+
+
+# --------------------------------------------------------------------------- status (issue 15)
+
+
+def test_members_read_each_others_status_over_the_vpn(run: Run):
+    """Each guest asks every other member's rendered wgkube-status.socket over the VPN (the
+    reporter's `status` section): the reply is that member's JSON with every phase done; the
+    socket listens on the VPN address only."""
+    for name, node in run.nodes.items():
+        r = run.report(name)
+        assert r.units.get("wgkube-status.socket", {}).get("ActiveState") == "active", (
+            f"{name}: wgkube-status.socket {r.units.get('wgkube-status.socket')}")
+        replies = dict(line.split(" ", 1) for line in r.text("status").splitlines() if " " in line)
+        for other in run.nodes.values():
+            if other.name == name:
+                continue
+            assert other.vpn_ip in replies, f"{name} did not ask {other.name}: {r.text('status')!r}"
+            reply = json.loads(replies[other.vpn_ip])
+            assert reply["node"] == other.name and reply["vpn_ip"] == other.vpn_ip, reply
+            assert list(reply["phases"]) == contract_phases(), f"{name} reading {other.name}: {reply['phases']}"
+            assert reply["firstboot"] == {"running": None, "failed": None, "message": None}, reply["firstboot"]
+            assert reply["units"]["wg-quick@wg0"] == "active" and reply["units"]["kubelet"] == "active", reply["units"]
+            assert len(reply["peers"]) == (len(run.nodes) - 1 if other.is_hub else 1), reply["peers"]
+            assert all(p["latest_handshake"] > 0 for p in reply["peers"] if p["endpoint"] != "(none)")
+            assert "PrivateKey" not in replies[other.vpn_ip] and "private" not in replies[other.vpn_ip].lower()
+        listening = [line.split()[3] for line in r.text("listen").splitlines() if line.split()[3:4]
+                     and line.split()[3].endswith(":10280")]
+        assert listening == [f"{node.vpn_ip}:10280"], f"{name}: status port listeners {listening}"

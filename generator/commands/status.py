@@ -33,9 +33,16 @@ def _api(r) -> str:
     return text
 
 
-def _units(r) -> str:
+def _units(r, sep: str = ", ") -> str:
     keep = {k: v for k, v in r.units.items() if k in ("kubelet", "containerd", "crio")}
-    return ", ".join(f"{k} {v or '?'}" for k, v in keep.items())
+    return sep.join(f"{k} {v or '?'}" for k, v in keep.items())
+
+
+def _phase_cell(r) -> str:
+    """The table cell: the message goes under the table, where it has the full width."""
+    if r.state == "failed":
+        return f"failed {r.phase}"
+    return r.phase_text
 
 
 def renderable(report, width: int):
@@ -53,16 +60,22 @@ def renderable(report, width: int):
     foot.append(Text(f"failed: {', '.join(failed)}" if failed else "no member failed",
                      style="bold red" if failed else "green"))
     if width >= 100:
+        api = any(r.ready is not None or r.internal_ip for r in report.rows)
         t = Table(title=title, title_justify="left", expand=False)
-        for col, kw in (("member", {"no_wrap": True}), ("VPN IP", {"no_wrap": True}), ("reach", {}),
-                        ("first boot", {"overflow": "fold"}), ("node (API)", {"overflow": "fold"}),
-                        ("runtime", {"overflow": "fold"}), ("handshakes", {"overflow": "fold"})):
+        cols = [("member", {"no_wrap": True}), ("VPN IP", {"no_wrap": True}), ("reach", {}), ("first boot", {})]
+        cols += [("node (API)", {"overflow": "fold"})] if api else []
+        cols += [("runtime", {}), ("handshakes", {})]
+        for col, kw in cols:
             t.add_column(col, **kw)
         for r in report.rows:
-            t.add_row(r.name, r.vpn_ip, _reach(r), Text(r.phase_text, style=STATE_STYLE.get(r.state, "")),
-                      _api(r), _units(r), handshake_summary(r))
-        hints = [Text(f"{r.name}: {r.hint}", style="dim") for r in report.rows if r.hint]
-        return Group(t, *hints, *foot)
+            cells = [r.name, r.vpn_ip, _reach(r), Text(_phase_cell(r), style=STATE_STYLE.get(r.state, ""))]
+            cells += [_api(r)] if api else []
+            cells += [_units(r, "\n"), handshake_summary(r, sep="\n")]
+            t.add_row(*cells)
+        notes = [Text(f"{r.name} failed in phase {r.phase}: {r.message}", style="red")
+                 for r in report.rows if r.state == "failed" and r.message]
+        notes += [Text(f"{r.name}: {r.hint}", style="dim") for r in report.rows if r.hint]
+        return Group(t, *notes, *foot)
     blocks = [Text(title, style="bold")]
     for r in report.rows:
         b = Text()

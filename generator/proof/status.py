@@ -318,7 +318,7 @@ def gather(out_dir: Path, *, timeout: float = 3.0, kubeconfig: Path | None = Non
     return Report(cluster, rows, note if use_api else None, time.monotonic() - t0)
 
 
-def handshake_summary(row: Row, limit: int = 4) -> str:
+def handshake_summary(row: Row, limit: int = 4, sep: str = ", ") -> str:
     """'hub 12s' per peer; many peers (the hub) as counts, naming the stale ones."""
     if not row.peers:
         return "-" if row.reachable else ""
@@ -327,7 +327,7 @@ def handshake_summary(row: Row, limit: int = 4) -> str:
             return "never"
         return f"{age}s" if age < 120 else f"{age // 60}m" if age < 7200 else f"{age // 3600}h"
     if len(row.peers) <= limit:
-        return ", ".join(f"{p.name} {fmt(p.handshake_age)}" for p in row.peers)
+        return sep.join(f"{p.name} {fmt(p.handshake_age)}" for p in row.peers)
     fresh = [p for p in row.peers if p.handshake_age is not None and p.handshake_age < STALE_HANDSHAKE]
     stale = [p for p in row.peers if p not in fresh]
     text = f"{len(row.peers)} peers: {len(fresh)} < {STALE_HANDSHAKE // 60} min"

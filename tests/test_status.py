@@ -315,6 +315,14 @@ def test_status_in_the_lab(example_out, tmp_path):
         assert re.search(r"│ homelab-1\s+│ 10\.88\.0\.3\s+│ NO: timeout", text), text
         assert "failed: worker-1" in text
 
+        # The same live state on the topology: tunnels by last handshake, the down and failed members marked.
+        graph = subprocess.run(["nsenter", f"--net=/run/netns/{laptop}", sys.executable, "-m", "generator", "graph",
+                                str(example_out), "--live", "--text", "--timeout", "2"], capture_output=True, text=True, env=env)
+        assert graph.returncode == 0, graph.stderr
+        assert "homelab-1  10.88.0.3  (worker, behind NAT)  [unreachable: timeout]" in graph.stdout, graph.stdout
+        assert "worker-1  10.88.0.2  (worker, listens UDP 51820 on 198.51.100.20)  [failed api: the API at" in graph.stdout
+        assert re.search(r"laptop .*\n      -> hub  \(UDP 51820, keepalive 25s, handshake \d+s ago\)", graph.stdout), graph.stdout
+
         # Nothing new on the public side: the hub's and worker-1's public addresses, from the internet.
         for name in ("hub", "worker-1"):
             site = lab.topo.site(name)
@@ -326,3 +334,20 @@ def test_status_in_the_lab(example_out, tmp_path):
             assert probe.stdout.strip() == "timeout", (name, probe.stdout, probe.stderr)
     finally:
         lab.cleanup()
+
+
+def test_watch_refreshes_until_ctrl_c(example_out, tmp_path):
+    """--watch draws, redraws every --interval, and ends cleanly on Ctrl-C (exit as the last state)."""
+    import signal
+    log = tmp_path / "watch.out"
+    with open(log, "w") as f:
+        proc = subprocess.Popen([sys.executable, "-m", "generator", "status", str(example_out), "--watch", "--interval", "1",
+                                 "--timeout", "0.2", "--no-api"], stdout=f, stderr=subprocess.STDOUT,
+                                env={**os.environ, "COLUMNS": "120", "PYTHONPATH": str(REPO)})
+        deadline = time.monotonic() + 60
+        while log.read_text().count("no member failed") < 2:     # drawn, then drawn again
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(10) == 0, log.read_text()
+    assert "homelab-1" in log.read_text() and "Traceback" not in log.read_text()

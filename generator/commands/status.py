@@ -124,8 +124,19 @@ def register(app: typer.Typer, user_errors) -> None:
             report = once()
             out.print(renderable(report, out.width), highlight=False)
             raise typer.Exit(1 if report.failed else 0)
-        from rich.live import Live
         report = once()
+        if not out.is_terminal:
+            # Piped or logged: rich Live would show only the last state; print each one in turn.
+            try:
+                while True:
+                    out.print(renderable(report, out.width), highlight=False)
+                    out.file.flush()
+                    time.sleep(interval)
+                    report = once()
+            except KeyboardInterrupt:
+                pass
+            raise typer.Exit(1 if report.failed else 0)
+        from rich.live import Live
         try:
             with Live(renderable(report, out.width), console=out, auto_refresh=False) as live:
                 while True:

@@ -51,7 +51,7 @@ def make_state(root: Path, done: list[str], log: str, units: dict[str, str] | No
     stub.mkdir()
     states = units or {}
     cases = "".join(f'  {u}) echo {s};;\n' for u, s in states.items())
-    (stub / "systemctl").write_text(f'#!/bin/sh\ncase "$2" in\n{cases}  *) echo inactive;;\nesac\n')
+    (stub / "systemctl").write_text(f'#!/bin/sh\nshift\nfor u in "$@"; do\ncase "$u" in\n{cases}  *) echo inactive;;\nesac\ndone\n')
     (stub / "systemctl").chmod(0o755)
     (stub / "wg").write_text("#!/bin/sh\nprintf 'PRIVATEKEYxx=\\tPUBKEY=\\t51820\\toff\\n"
                              "PEERKEY=\\t(none)\\t203.0.113.10:51820\\t10.88.0.0/24,10.244.0.0/16\\t1800000000\\t1234\\t5678\\t25\\n'\n")

@@ -85,7 +85,7 @@ def run_reply(script: str, root: Path) -> dict:
 def test_reply_script_states_read_back(example_out, tmp_path, case):
     script = node_files(example_out, "worker-1")[SCRIPT]
     assert script.startswith("#!/bin/sh\n")
-    units = {"kubelet": "active", "containerd": "active", "wgkube-firstboot": "inactive"}
+    units = {"kubelet": "active", "crio": "active", "wgkube-firstboot": "inactive"}
     if case == "done":
         root = make_state(tmp_path, PHASES, log_of(PHASES), units)
     elif case == "running":
@@ -240,10 +240,10 @@ def test_status_in_the_lab(example_out, tmp_path):
     preflight()
     lab = Lab(rendered.from_out_dir(example_out))
     states = {
-        "hub": (PHASES, log_of(PHASES, node="hub"), {"kubelet": "active", "containerd": "active", "wgkube-firstboot": "inactive"}),
+        "hub": (PHASES, log_of(PHASES, node="hub"), {"kubelet": "active", "crio": "active", "wgkube-firstboot": "inactive"}),
         "worker-1": (PHASES[:5], log_of(PHASES[:5], failed=("api", "the API at 10.88.0.1:6443 did not answer over the VPN within 3600s")),
-                     {"kubelet": "activating", "containerd": "active", "wgkube-firstboot": "failed"}),
-        "homelab-1": (PHASES, log_of(PHASES, node="homelab-1"), {"kubelet": "active", "containerd": "active"}),
+                     {"kubelet": "activating", "crio": "active", "wgkube-firstboot": "failed"}),
+        "homelab-1": (PHASES, log_of(PHASES, node="homelab-1"), {"kubelet": "active", "crio": "active"}),
     }
     try:
         lab.build()

@@ -125,7 +125,7 @@ def node_files(plan: Plan, bundle: Bundle, member: Member) -> list[NodeFile]:
             NodeFile(failover.UNIT_PATH, failover.unit(iface)),
             NodeFile(failover.dropin_path(iface), failover.dropin()),
         ]
-    # Status endpoint (issue 15): a script, a socket on the VPN address and its per-connection service.
+    # Status endpoint (issue 15): the reply script, a socket on the VPN address, its per-connection service.
     files += [NodeFile(path, content, mode) for path, content, mode in status.node_files(plan, member)]
     return files
 

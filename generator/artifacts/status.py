@@ -4,10 +4,9 @@ No daemon of ours: systemd listens (wgkube-status.socket, Accept=yes, bound to t
 with FreeBind) and starts one wgkube-status@.service per connection, which runs the short
 POSIX-sh script wgkube-status with the connection as its stdout: it prints the first-boot
 phases (sentinels and log), unit states and `wg show` peers as one JSON object and exits. The
-first-boot script is not touched. Three files per node (about 2.2 KB of user-data; a timer
-keeping a file current would need three more units, and workers would no longer fit AWS's
-16 KB as plain text). The JSON shape is in docs/status.md; `wgkube status` (proof/status.py)
-reads it.
+first-boot script is not touched. Three files per node, about 2.4 KB of user-data (a timer
+keeping a file current would need three more units and answer up to its period stale). The JSON
+shape is in docs/status.md; `wgkube status` (proof/status.py) reads it.
 """
 from __future__ import annotations
 

@@ -122,14 +122,14 @@ def register(app: typer.Typer, user_errors) -> None:
             raise typer.Exit(1 if report.failed else 0)
         if not watch:
             report = once()
-            out.print(renderable(report, out.width), highlight=False)
+            out.print(renderable(report, out.width), highlight=False, soft_wrap=False)
             raise typer.Exit(1 if report.failed else 0)
         report = once()
         if not out.is_terminal:
             # Piped or logged: rich Live would show only the last state; print each one in turn.
             try:
                 while True:
-                    out.print(renderable(report, out.width), highlight=False)
+                    out.print(renderable(report, out.width), highlight=False, soft_wrap=False)
                     out.file.flush()
                     time.sleep(interval)
                     report = once()

@@ -20,10 +20,15 @@ VPN_ONLY_PORTS = {
     ("tcp", 10257): "controller-manager",
     ("tcp", 10259): "scheduler",
     ("udp", FLANNEL_VXLAN_PORT): "flannel VXLAN",
+    ("tcp", 10280): "wgkube status",   # STATUS_PORT
 }
+# `wgkube status` (issue 15): each node serves its state as read-only JSON on this TCP port of
+# its VPN address (wgkube-status.socket); the firewall admits it from VPN members on wg0 only.
+STATUS_PORT = 10280
 # What an admin (a laptop with a VPN key) may reach over the VPN besides the API on the hub: SSH
-# (the day-two rollouts run over it). Nothing else: not etcd, not a kubelet, not NodePorts.
-ADMIN_PORTS = (22,)
+# (the day-two rollouts run over it) and every node's status (`wgkube status` runs on the laptop).
+# Nothing else: not etcd, not a kubelet, not NodePorts.
+ADMIN_PORTS = (22, STATUS_PORT)
 # NodePort traffic is DNAT'ed and passes the forward chain, not input.
 NODEPORT_RANGE = (30000, 32767)
 

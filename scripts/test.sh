@@ -9,12 +9,14 @@ SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO=sudo
 
 # Debian packages: validators (cloud-init, nft, shellcheck, packer, wg), the lab (wireguard-go,
-# iproute2, ncat, socat), ISO reading (xorriso) and the VM test (qemu, debootstrap, vde2).
+# iproute2, ncat, socat), ISO reading (xorriso), the VM test (qemu, debootstrap, vde2), `wgkube graph`
+# (graphviz: dot) and reading QR codes back (zbar-tools: zbarimg).
 APT_PACKAGES=(
     python3 python3-venv python3-pip openssl ca-certificates
     cloud-init nftables shellcheck packer wireguard-tools wireguard-go xorriso
     iproute2 iputils-ping ncat socat util-linux kmod procps
     qemu-system-x86 qemu-utils debootstrap vde2
+    graphviz zbar-tools
 )
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

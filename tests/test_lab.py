@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, SPECS, need, need_root, render_spec, wgkube
-from generator.facts import VPN_ONLY_PORTS
+from generator.facts import ADMIN_PORTS, VPN_ONLY_PORTS
 from generator.proof.read import cluster as rendered
 from generator.proof.lab.run import run_lab
 from generator.proof.verify import verify
@@ -61,7 +61,7 @@ def test_lab_example_cluster(example_out, lab_tools):
     out = proc.stdout
     summary = re.search(r"(\d+) checks, (\d+) failed", out)
     assert summary and int(summary.group(1)) > 50 and summary.group(2) == "0", out
-    for line in ("hub :6443", "worker-1 :10250", "hub :30081 (DNAT to pod)"):
+    for line in ("hub :6443", "worker-1 :10250", "hub :10280", "hub :30081 (DNAT to pod)"):
         assert re.search(rf"public tcp\s+│ {re.escape(line)}\s+│ timeout\s+│ timeout", out), line
     assert re.search(r"ping before it sends\s+│ hub -> homelab-1\s+│ reply\s+│ reply", out)
     assert re.search(r"pod on homelab-1 -> 169\.254\.169\.254:80\s+│ timeout\s+│ timeout", out)
@@ -90,8 +90,9 @@ def test_lab_six_members_two_nats_under_a_minute(tmp_path, lab_tools):
     proc, elapsed, _ = lab_cli(out)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     # 161 before 10256 (kube-proxy health) was probed too; 170 before issue 11 probed the VPN side
-    # by role (a node's probes of every port, and the laptop's, which reach only the API and SSH).
-    assert "231 checks, 0 failed" in proc.stdout
+    # by role (a node's probes of every port, and the laptop's, which reach only the API and SSH),
+    # 231 before 10280 (wgkube status, which the laptop reaches on every node) was probed too.
+    assert "246 checks, 0 failed" in proc.stdout
     # Three NAT'd nodes and the laptop behind two different NAT gateways; NAT <-> NAT pings.
     assert len(re.findall(r"\snat0 \(", proc.stdout)) == 2 and len(re.findall(r"\snat1 \(", proc.stdout)) == 2
     # worker-2 exposes 30000-30100/tcp: its NodePorts answer publicly, DNAT to the pod included.
@@ -192,8 +193,8 @@ def _metadata_open(ruleset: str) -> str:
 
 WORKER1_CUT_OFF = ({("ping", f"{a} -> {b}") for a, b in [("hub", "worker-1"), ("worker-1", "hub"), ("worker-1", "homelab-1"),
                                                          ("worker-1", "laptop"), ("homelab-1", "worker-1"), ("laptop", "worker-1")]}
-                   # The laptop may reach only SSH on a worker; nodes prove every port (worker-1 for the hub).
-                   | {("vpn tcp", "laptop -> worker-1 :22")}
+                   # The laptop may reach only SSH and wgkube status on a worker; nodes prove every port (worker-1 for the hub).
+                   | {("vpn tcp", f"laptop -> worker-1 :{p}") for p in ADMIN_PORTS}
                    | {("vpn tcp", f"{a} -> {b} :{p}") for a, b in [("hub", "worker-1"), ("worker-1", "hub")] for p in VPN_PORTS})
 
 BREAKS = {

@@ -342,7 +342,7 @@ def test_mesh_rulesets_carry_the_admin_rules_on_every_node_and_verify_checks_the
     laptop = parse_wg_quick((out / "admins/laptop/wg0.conf").read_text()).address4.ip
     for n in ("cp", "pub-1", "pub-2", "nat-1", "nat-2"):
         fw = node_files(out, n)["/etc/wgkube/firewall.nft"]
-        ports = "22, 6443" if n == "cp" else "22"        # the API runs on the control plane only
+        ports = "22, 6443, 10280" if n == "cp" else "22, 10280"   # the API runs on the control plane only; 10280: wgkube status
         assert f'ip saddr {{ {laptop} }} tcp dport {{ {ports} }} accept' in fw
         assert f'oifname "wg0" ip daddr {{ {laptop} }} ct state new counter drop' in fw
     c = rendered.from_out_dir(out)

@@ -21,7 +21,7 @@ from ..plan import Member, Plan
 from ..secrets import Bundle
 from .encode import comment, yaml_scalar
 from .templates import render
-from . import failover, firewall, join, kubeadm, wireguard
+from . import failover, firewall, join, kubeadm, status, wireguard
 
 ENCODINGS = ("plain", "gz+b64", "gzip")
 
@@ -125,6 +125,8 @@ def node_files(plan: Plan, bundle: Bundle, member: Member) -> list[NodeFile]:
             NodeFile(failover.UNIT_PATH, failover.unit(iface)),
             NodeFile(failover.dropin_path(iface), failover.dropin()),
         ]
+    # Status endpoint (issue 15): the reply script, a socket on the VPN address, its per-connection service.
+    files += [NodeFile(path, content, mode) for path, content, mode in status.node_files(plan, member)]
     return files
 
 
@@ -171,6 +173,7 @@ RUNCMD = [
     ["systemctl", "daemon-reload"],
     ["systemctl", "enable", "wgkube-firstboot.service"],
     ["systemctl", "start", "--no-block", "wgkube-firstboot.service"],
+    ["systemctl", "enable", "--now", "--no-block", *status.UNITS_ENABLED],  # issue 15: status endpoint
 ]
 
 

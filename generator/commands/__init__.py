@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import importlib
 
-COMMANDS = ("init", "check", "render", "plan", "verify", "lab", "rekey", "encrypt")
+COMMANDS = ("init", "check", "render", "plan", "verify", "lab", "status", "graph", "qr", "rekey", "encrypt")
 
 
 def register_all(app, user_errors) -> None:

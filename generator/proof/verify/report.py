@@ -18,7 +18,7 @@ KINDS = {
     "loop": "a packet circles between members",
     "public-port": "the public side can reach a port the spec does not expose (or cannot reach one it does)",
     "metadata": "pod addresses can reach the cloud metadata service",
-    "role-port": "on the VPN an admin reaches more than the API and SSH, a node cannot reach another's cluster ports, or something opens a connection to an admin",
+    "role-port": "on the VPN an admin reaches more than the API, SSH and wgkube status, a node cannot reach another's cluster ports, or something opens a connection to an admin",
     "mtu": f"the MTU chain underlay -> WireGuard (-{WIREGUARD_OVERHEAD}) -> VXLAN (-{VXLAN_OVERHEAD}) does not fit",
     # issue 13, mesh
     "indirect": "a pair with a public side goes through a third member instead of directly",

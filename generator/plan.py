@@ -105,6 +105,8 @@ class Plan:
     topology: str = "hub"
     mesh: Mesh | None = None
     failover: tuple[int, int, int, int] = (2, 1, 3, 10)
+    # issue 15: the status endpoint on every node (spec status_endpoint, off unless asked for).
+    status_endpoint: bool = False
     _index: dict = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -112,6 +114,11 @@ class Plan:
 
     def member(self, name: str) -> Member:
         return self._index[name]
+
+    @property
+    def admin_ports(self) -> tuple[int, ...]:
+        """What an admin reaches on every node over the VPN (the API on the hub comes on top)."""
+        return facts.ADMIN_PORTS if self.status_endpoint else tuple(p for p in facts.ADMIN_PORTS if p != facts.STATUS_PORT)
 
     @property
     def hub_member(self) -> Member:
@@ -305,6 +312,7 @@ def build_plan(spec: ClusterSpec, pinned: dict[str, str] | None = None, *, reser
         slot_labels=tuple(sorted((slot_labels or {}).items())), spares_target=spares_target,
         join_window_days=spec.join.window_days,
         topology=spec.vpn.topology, mesh=mesh, failover=(fo.interval, fo.timeout, fo.misses, fo.return_after),
+        status_endpoint=spec.status_endpoint,
     )
 
 
@@ -317,6 +325,8 @@ def plan_summary(plan: Plan) -> dict:
         out["vpn"]["topology"] = "mesh"
         out["mesh"] = {"relays": list(plan.mesh.relays), "relayed_pairs": plan.mesh.relayed_count(),
                        "failover": {"interval": interval, "timeout": timeout, "misses": misses, "return_after": return_after}}
+    if plan.status_endpoint:
+        out["status_endpoint"] = {"port": facts.STATUS_PORT}
     return out
 
 

@@ -252,6 +252,8 @@ class ClusterSpec(Strict):
     join: Join = Field(default_factory=Join)
     nodes: list[Node]
     admins: list[Admin] = Field(default_factory=list)
+    # Issue 15, opt-in so a spec written before it renders byte for byte as before; `wgkube init` writes true.
+    status_endpoint: bool = Field(False, description="serve each node's state read-only on <VPN IP>:10280/tcp for `wgkube status` and `wgkube graph --live` (a systemd socket, VPN members only; about 2.4 KB of user-data per node)")
 
     @field_validator("kubernetes", mode="before")
     @classmethod

@@ -62,15 +62,15 @@ def test_lab_example_cluster(example_out, lab_tools):
     summary = re.search(r"(\d+) checks, (\d+) failed", out)
     assert summary and int(summary.group(1)) > 50 and summary.group(2) == "0", out
     for line in ("hub :6443", "worker-1 :10250", "hub :10280", "hub :30081 (DNAT to pod)"):
-        assert re.search(rf"public tcp\s+│ {re.escape(line)}\s+│ timeout\s+│ timeout", out), line
-    assert re.search(r"ping before it sends\s+│ hub -> homelab-1\s+│ reply\s+│ reply", out)
-    assert re.search(r"pod on homelab-1 -> 169\.254\.169\.254:80\s+│ timeout\s+│ timeout", out)
+        assert re.search(rf"public tcp\s+{re.escape(line)}\s+timeout\s+timeout", out), line
+    assert re.search(r"ping before it sends\s+hub -> homelab-1\s+reply\s+reply", out)
+    assert re.search(r"pod on homelab-1 -> 169\.254\.169\.254:80\s+timeout\s+timeout", out)
     # Issue 11: the laptop reaches the hub's API and SSH over the VPN, not etcd or a kubelet; nodes do.
     for line in ("laptop -> hub :2379", "laptop -> hub :10250", "laptop -> worker-1 :10250", "laptop -> homelab-1 :30080"):
-        assert re.search(rf"vpn tcp \(admin\)\s+│ {re.escape(line)}\s+│ timeout\s+│ timeout", out), line
+        assert re.search(rf"vpn tcp \(admin\)\s+{re.escape(line)}\s+timeout\s+timeout", out), line
     for line in ("laptop -> hub :6443", "laptop -> hub :22", "laptop -> worker-1 :22",
                  "hub -> worker-1 :10250", "worker-1 -> hub :2379", "worker-1 -> hub :10250"):
-        assert re.search(rf"vpn tcp\s+│ {re.escape(line)}\s+│ connected\s+│ connected", out), line
+        assert re.search(rf"vpn tcp\s+{re.escape(line)}\s+connected\s+connected", out), line
     failover = re.search(r"relay failover: ([\d.]+) s", out)
     assert failover and float(failover.group(1)) < 30, out
     print(f"\nlab, example cluster (4 members, mesh): {elapsed:.1f} s, relay failover {failover.group(1)} s")
@@ -80,8 +80,8 @@ def test_lab_hub_example_cluster(hub_example_out, lab_tools):
     """A spec without `topology` (hub and spoke) keeps passing the lab exactly as before."""
     proc, elapsed, _ = lab_cli(hub_example_out)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "relay failover" not in proc.stdout and "│ failover" not in proc.stdout
-    assert re.search(r"ping before it sends\s+│ hub -> homelab-1\s+│ reply\s+│ reply", proc.stdout)
+    assert "relay failover" not in proc.stdout and " failover " not in proc.stdout
+    assert re.search(r"ping before it sends\s+hub -> homelab-1\s+reply\s+reply", proc.stdout)
     print(f"\nlab, hub example cluster (4 members): {elapsed:.1f} s")
 
 

@@ -125,8 +125,10 @@ def node_files(plan: Plan, bundle: Bundle, member: Member) -> list[NodeFile]:
             NodeFile(failover.UNIT_PATH, failover.unit(iface)),
             NodeFile(failover.dropin_path(iface), failover.dropin()),
         ]
-    # Status endpoint (issue 15): the reply script, a socket on the VPN address, its per-connection service.
-    files += [NodeFile(path, content, mode) for path, content, mode in status.node_files(plan, member)]
+    # Status endpoint (issue 15, spec status_endpoint): the reply script, a socket on the VPN
+    # address, its per-connection service.
+    if plan.status_endpoint:
+        files += [NodeFile(path, content, mode) for path, content, mode in status.node_files(plan, member)]
     return files
 
 
@@ -173,11 +175,12 @@ RUNCMD = [
     ["systemctl", "daemon-reload"],
     ["systemctl", "enable", "wgkube-firstboot.service"],
     ["systemctl", "start", "--no-block", "wgkube-firstboot.service"],
-    ["systemctl", "enable", "--now", "--no-block", *status.UNITS_ENABLED],  # issue 15: status endpoint
 ]
+_STATUS_RUNCMD = ["systemctl", "enable", "--now", "--no-block", *status.UNITS_ENABLED]  # issue 15: status endpoint
 
 
 _RUNCMD_BLOCK = _dump({"runcmd": RUNCMD})
+_RUNCMD_STATUS_BLOCK = _dump({"runcmd": [*RUNCMD, _STATUS_RUNCMD]})
 
 
 # write_files content is emitted by hand as YAML literal blocks: PyYAML's pure-Python emitter
@@ -225,7 +228,7 @@ def user_data(plan: Plan, member: Member, files: list[NodeFile], encoding: str =
     top = f"hostname: {yaml_scalar(member.name)}\npreserve_hostname: false\n" + _users_block(plan.login_user, plan.ssh_keys, plan.password_hash)
     per_file_gzip = encoding == "gz+b64"
     body = "write_files:\n" + "".join(_write_file_entry(f, per_file_gzip) for f in files)
-    tail = _RUNCMD_BLOCK
+    tail = _RUNCMD_STATUS_BLOCK if plan.status_endpoint else _RUNCMD_BLOCK
     data = (header + top + body + tail).encode()
     return gzip_bytes(data) if encoding == "gzip" else data
 

@@ -13,7 +13,7 @@ a connection to an admin (there is no hub in the path to stop it).
 """
 from __future__ import annotations
 
-from ..facts import ADMIN_PORTS, API_PORT, METADATA_ADDRESS, METADATA_DNS_PORT, POD_INTERFACES, STATUS_PORT
+from ..facts import API_PORT, METADATA_ADDRESS, METADATA_DNS_PORT, POD_INTERFACES, STATUS_PORT
 from ..plan import Member, Plan
 from .templates import render
 
@@ -25,8 +25,9 @@ def ruleset(plan: Plan, member: Member) -> str:
     admins = [a.vpn_ip for a in plan.admins] if member.name == plan.hub or plan.mesh is not None else []
     return render("firewall.nft.j2", plan=plan, member=member, listen_port=plan.listen_port(member),
                   metadata=METADATA_ADDRESS, metadata_dns_port=METADATA_DNS_PORT,
-                  admins=", ".join(admins), admin_ports=", ".join(str(p) for p in sorted({*ADMIN_PORTS, API_PORT} if member.name == plan.hub else ADMIN_PORTS)),
-                  status_port=STATUS_PORT, relay_admin_ports=", ".join(str(p) for p in sorted(ADMIN_PORTS)), mesh_forward=mesh_forward(plan, member),
+                  admins=", ".join(admins), admin_ports=", ".join(str(p) for p in sorted({*plan.admin_ports, API_PORT} if member.name == plan.hub else plan.admin_ports)),
+                  status_port=STATUS_PORT if plan.status_endpoint else None,
+                  relay_admin_ports=", ".join(str(p) for p in sorted(plan.admin_ports)), mesh_forward=mesh_forward(plan, member),
                   pod_ifaces=", ".join(f'"{i}"' for i in POD_INTERFACES))
 
 

@@ -119,6 +119,11 @@ def members(out_dir: Path) -> tuple[str, list[Member]]:
     except (OSError, ValueError, KeyError, TypeError):
         raise UserError(Problem(str(out_dir / "plan.json"), "not a rendered wgkube cluster (no readable plan.json)",
                                 "give the out/<cluster>/ folder `wgkube render SPEC -o out` wrote")) from None
+    if "status_endpoint" not in plan:
+        # Opt-in (spec status_endpoint): a spec written before issue 15 renders as it always did.
+        raise UserError(Problem("status_endpoint", f"cluster {name} was rendered without the status endpoint, so its nodes serve no status",
+                                "add `status_endpoint: true` to the spec and render again; nodes created from the new "
+                                "files serve it (a running node needs the three wgkube-status files from its new user-data)"))
     keys: dict[str, str] = {}
     try:
         for m in from_out_dir(out_dir).members:

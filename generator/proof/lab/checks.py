@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import subprocess
 
-from ...facts import ADMIN_PORTS, API_PORT, VPN_ONLY_PORTS
+from ...facts import API_PORT, VPN_ONLY_PORTS
 from ..read.wgconf import parse_wg_quick
 from .bed import PROBE, PYTHON, Check, Lab, wait_ready
 from .net import DNAT_PORT, METADATA, POD_PORT, ROUTER
@@ -161,8 +161,8 @@ def run_checks(lab: Lab) -> None:
                     ({"kind": "tcp", "host": vpn[s.name], "port": port, "timeout": PING_TIMEOUT},
                      ("vpn", s.name, port, src.name, True)))
             if admin is not None:
-                # An admin reaches the API on the hub and SSH, nothing else (etcd, kubelet, NodePorts).
-                want = port in ADMIN_PORTS or (s is hub and port == API_PORT)
+                # An admin reaches the API on the hub, SSH and wgkube status (if served), nothing else (etcd, kubelet, NodePorts).
+                want = port in lab.cluster.admin_ports or (s is hub and port == API_PORT)
                 by_source.setdefault(admin.ns, []).append(
                     ({"kind": "tcp", "host": vpn[s.name], "port": port, "timeout": PING_TIMEOUT if want else PUBLIC_TIMEOUT},
                      ("vpn", s.name, port, admin.name, want)))

@@ -15,6 +15,7 @@ import yaml
 
 from ...artifacts import cloudinit
 from ...errors import Problem, UserError
+from ...facts import ADMIN_PORTS, STATUS_PORT
 
 FIREWALL_PATH = "/etc/wgkube/firewall.nft"
 SYSCTL_PATH = "/etc/sysctl.d/90-wgkube.conf"
@@ -59,6 +60,13 @@ class Cluster:
     # Issue 13: "hub" or "mesh", and the mesh's relays in order of preference (from the plan).
     topology: str = "hub"
     relays: list[str] = field(default_factory=list)
+    # Issue 15: every node serves wgkube status on the VPN (spec status_endpoint).
+    status_endpoint: bool = False
+
+    @property
+    def admin_ports(self) -> tuple[int, ...]:
+        """What an admin may reach on every node (the API on the hub comes on top)."""
+        return ADMIN_PORTS if self.status_endpoint else tuple(p for p in ADMIN_PORTS if p != STATUS_PORT)
 
     def member(self, name: str) -> MemberFiles:
         return next(m for m in self.members if m.name == name)
@@ -91,6 +99,7 @@ def from_prepared(prepared) -> Cluster:
     if plan.mesh is not None:
         from ...artifacts import failover as failover_art
         cluster.topology, cluster.relays = "mesh", list(plan.mesh.relays)
+    cluster.status_endpoint = plan.status_endpoint
     for m in plan.members:
         if m.is_node:
             # The three artifacts node_files puts at these paths, without rendering the rest
@@ -127,6 +136,7 @@ def from_out_dir(out_dir: Path) -> Cluster:
         cluster.spares = {s["vpn_ip"]: s["slot"] for s in plan.get("spares") or []}
         if vpn.get("topology") == "mesh":
             cluster.topology, cluster.relays = "mesh", list(plan["mesh"]["relays"])
+        cluster.status_endpoint = "status_endpoint" in plan
     except (ValueError, KeyError, TypeError):
         raise UserError(Problem(str(out_dir / "plan.json"), "not a wgkube plan.json (corrupt or from another version)",
                                 "re-render with `wgkube render`")) from None

@@ -6,7 +6,7 @@ the relay cryptokey routing picks (if any) and the destination's input chain. On
 distinct ruleset stands for all."""
 from __future__ import annotations
 
-from ...facts import ADMIN_PORTS, API_PORT, VPN_ONLY_PORTS
+from ...facts import API_PORT, VPN_ONLY_PORTS
 from ..read.nftables import Packet
 
 CLUSTER_TCP = sorted(port for proto, port in VPN_ONLY_PORTS if proto == "tcp")
@@ -49,12 +49,12 @@ class RolePorts:
         names = self.names
         for s in admins:
             for d in targets:
-                allowed = set(ADMIN_PORTS) | ({API_PORT} if d == hub else set())
+                allowed = set(self.c.admin_ports) | ({API_PORT} if d == hub else set())
                 wrong = [p for p in CLUSTER_TCP if self._reaches(hub, s, d, p) != (p in allowed)]
                 extra = [p for p in wrong if p not in allowed]
                 if extra:
                     self.add("role-port", names[s], f"the admin reaches {names[d]} on tcp {', '.join(map(str, extra))} "
-                             f"(admins may reach only the API on the hub and SSH)")
+                             f"(admins may reach only the API on the hub, SSH and, when the spec serves it, wgkube status)")
                 missing = [p for p in wrong if p in allowed]
                 if missing and self._reaches(hub, s, d, None, "icmp"):  # else: unreachable says it
                     self.add("role-port", names[s], f"the admin cannot reach {names[d]} on tcp "

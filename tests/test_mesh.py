@@ -338,12 +338,19 @@ def test_failover_unit_and_drop_in_pass_systemd_analyze(tmp_path):
 def test_mesh_rulesets_carry_the_admin_rules_on_every_node_and_verify_checks_them(tmp_path):
     """No hub in the path: every node holds the admin rules (input: API on the control plane and
     SSH; output: nothing opens a connection to an admin), relays also in their forward chain."""
-    out = render(tmp_path, doc())
+    for status in (False, True):
+        (tmp_path / str(status)).mkdir()
+        out = render(tmp_path / str(status), {**doc(), "status_endpoint": status})
+        for n in ("cp", "pub-1", "pub-2", "nat-1", "nat-2"):
+            fw = node_files(out, n)["/etc/wgkube/firewall.nft"]
+            # The API runs on the control plane only; 10280 (wgkube status) only when the spec serves it.
+            ports = ("22, 6443" if n == "cp" else "22") + (", 10280" if status else "")
+            laptop = parse_wg_quick((out / "admins/laptop/wg0.conf").read_text()).address4.ip
+            assert f'ip saddr {{ {laptop} }} tcp dport {{ {ports} }} accept' in fw
+        assert "role-port" not in {f.kind for f in verify(rendered.from_out_dir(out)).findings}
     laptop = parse_wg_quick((out / "admins/laptop/wg0.conf").read_text()).address4.ip
     for n in ("cp", "pub-1", "pub-2", "nat-1", "nat-2"):
         fw = node_files(out, n)["/etc/wgkube/firewall.nft"]
-        ports = "22, 6443, 10280" if n == "cp" else "22, 10280"   # the API runs on the control plane only; 10280: wgkube status
-        assert f'ip saddr {{ {laptop} }} tcp dport {{ {ports} }} accept' in fw
         assert f'oifname "wg0" ip daddr {{ {laptop} }} ct state new counter drop' in fw
     c = rendered.from_out_dir(out)
     assert "role-port" not in {f.kind for f in verify(c).findings}

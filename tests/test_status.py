@@ -11,6 +11,7 @@
 """
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import re
@@ -140,6 +141,22 @@ def test_endpoint_files_and_firewall_rule(example_out):
         assert rules == [f'iifname "wg0" ip saddr 10.88.0.0/24 tcp dport {STATUS_PORT} accept comment "wgkube status: VPN members only"']
     ud = (example_out / "nodes" / "worker-1" / "user-data").read_bytes()
     assert b"wgkube-status.socket" in ud.split(b"runcmd:")[1]
+
+
+def test_endpoint_is_opt_in_so_older_specs_render_as_before(hub_example_out):
+    """A spec without status_endpoint (written before issue 15) gets no status files, no runcmd
+    line, no firewall rule, and `wgkube status` says how to turn the endpoint on (exit 2)."""
+    for node in ("hub", "worker-1", "homelab-1"):
+        ud = (hub_example_out / "nodes" / node / "user-data").read_bytes()
+        data = gzip.decompress(ud) if ud[:2] == b"\x1f\x8b" else ud
+        files = cloudinit.extract_files(data) if hasattr(cloudinit, "extract_files") else None
+        assert b"wgkube-status" not in data and str(STATUS_PORT).encode() not in data, node
+        if files is not None:
+            assert SOCKET not in files and SERVICE not in files
+    assert "status_endpoint" not in json.loads((hub_example_out / "plan.json").read_text())
+    proc = wgkube("status", str(hub_example_out), "--no-api", "--timeout", "0.3", check=False)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "status_endpoint: true" in proc.stderr and "Traceback" not in proc.stderr
 
 
 @pytest.mark.tools

@@ -35,8 +35,8 @@ def register(app: typer.Typer, user_errors) -> None:
         print_text(f"{spec}: ok: cluster {plan.cluster}, {count(len(plan.nodes), 'node')}, {count(len(plan.admins), 'admin')}; "
                    f"hub: {plan.hub} ({plan.hub_member.endpoint}), API {plan.api_address}:{plan.api_port}", prose=True)
         if plan.mesh is not None:  # issue 13
-            print_text(f"mesh: relays {', '.join(plan.mesh.relays) or '(none)'}; {plan.mesh.relayed_count()} pairs behind NAT "
-                       f"are relayed, every other pair is direct", prose=True)
+            print_text(f"mesh: relays {', '.join(plan.mesh.relays) or '(none)'}; {count(plan.mesh.relayed_count(), 'pair')} behind NAT "
+                       f"{'is' if plan.mesh.relayed_count() == 1 else 'are'} relayed, every other pair is direct", prose=True)
         for w in warnings:
             sys.stderr.write(f"warning: {w}\n")
 

@@ -9,7 +9,7 @@ from .common import err, out
 
 
 def register(app: typer.Typer, user_errors) -> None:
-    @app.command("graph")
+    @app.command("graph", short_help="draw the topology (SVG, PNG; --live: tunnel state)")
     @user_errors
     def graph_cmd(
         source: Path = typer.Argument(..., help="a cluster spec, or a rendered out/<cluster>/ folder (--live needs the folder)"),

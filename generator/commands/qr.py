@@ -27,7 +27,7 @@ def qr_code(text: str):
 
 
 def register(app: typer.Typer, user_errors) -> None:
-    @app.command("qr")
+    @app.command("qr", short_help="an admin's WireGuard config as a QR code")
     @user_errors
     def qr_cmd(
         name: str = typer.Argument(..., help="an admin of the spec (admins: in the spec), e.g. laptop or phone"),

@@ -96,7 +96,7 @@ def renderable(report, width: int):
 
 
 def register(app: typer.Typer, user_errors) -> None:
-    @app.command("status")
+    @app.command("status", short_help="every member's state, asked over the VPN")
     @user_errors
     def status_cmd(
         out_dir: Path = typer.Argument(..., help="the rendered out/<cluster>/ folder"),

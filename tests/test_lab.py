@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, SPECS, need, need_root, render_spec, wgkube
-from generator.facts import ADMIN_PORTS, VPN_ONLY_PORTS
+from generator.facts import ADMIN_PORTS, STATUS_PORT, VPN_ONLY_PORTS
 from generator.proof.read import cluster as rendered
 from generator.proof.lab.run import run_lab
 from generator.proof.verify import verify
@@ -193,8 +193,9 @@ def _metadata_open(ruleset: str) -> str:
 
 WORKER1_CUT_OFF = ({("ping", f"{a} -> {b}") for a, b in [("hub", "worker-1"), ("worker-1", "hub"), ("worker-1", "homelab-1"),
                                                          ("worker-1", "laptop"), ("homelab-1", "worker-1"), ("laptop", "worker-1")]}
-                   # The laptop may reach only SSH and wgkube status on a worker; nodes prove every port (worker-1 for the hub).
-                   | {("vpn tcp", f"laptop -> worker-1 :{p}") for p in ADMIN_PORTS}
+                   # The laptop may reach only SSH on a worker (the hub example predates the opt-in status
+                   # endpoint, so no 10280); nodes prove every port (worker-1 for the hub).
+                   | {("vpn tcp", f"laptop -> worker-1 :{p}") for p in ADMIN_PORTS if p != STATUS_PORT}
                    | {("vpn tcp", f"{a} -> {b} :{p}") for a, b in [("hub", "worker-1"), ("worker-1", "hub")] for p in VPN_PORTS})
 
 BREAKS = {

@@ -315,7 +315,9 @@ def test_status_in_the_lab(example_out, tmp_path):
         w1 = rows["worker-1"]
         assert w1["reachable"] and (w1["state"], w1["phase"]) == ("failed", "api")
         assert w1["message"] == "the API at 10.88.0.1:6443 did not answer over the VPN within 3600s"
-        assert [p["name"] for p in w1["peers"]] == ["hub"] and w1["peers"][0]["catch_all"]
+        # The example is a mesh: public worker-1 peers with every member by its /32, no catch-all.
+        assert {p["name"] for p in w1["peers"]} == {"hub", "homelab-1", "laptop"}
+        assert not any(p["catch_all"] for p in w1["peers"]), w1["peers"]
         assert rows["homelab-1"]["reachable"] is False and rows["homelab-1"]["error"] == "timeout"
         assert "homelab-1" in rows["homelab-1"]["hint"]
         print(f"\nstatus of 3 nodes from the laptop's namespace: {elapsed:.2f} s (one down: its timeout is 2 s); "

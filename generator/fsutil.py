@@ -26,30 +26,75 @@ def fsync_dir(path: Path) -> None:
 _libc = None
 
 
-def sync_filesystem(path: Path) -> None:
-    """Make everything written so far on path's file system durable, in one call: syncfs(2)
-    (one journal commit for a whole tree, instead of an fsync per file and folder). Falls back to
-    sync(2) where syncfs is not available."""
+def _c():
+    """The C library through ctypes (once), or False where it cannot be loaded."""
     global _libc
     if _libc is None:
         import ctypes
         import ctypes.util
         try:
             _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-            _libc.syncfs  # noqa: B018 - present on Linux >= 2.6.39
-        except (OSError, AttributeError):
+        except OSError:
             _libc = False
-    if _libc is False:
+    return _libc
+
+
+def sync_filesystem(path: Path) -> None:
+    """Make everything written so far on path's file system durable, in one call: syncfs(2)
+    (one journal commit for a whole tree, instead of an fsync per file and folder). Falls back to
+    sync(2) where syncfs is not available."""
+    libc = _c()
+    if libc is False or not hasattr(libc, "syncfs"):  # syncfs: Linux >= 2.6.39
         os.sync()
         return
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        if _libc.syncfs(fd) != 0:
+        if libc.syncfs(fd) != 0:
             import ctypes
             errno = ctypes.get_errno()
             raise OSError(errno, os.strerror(errno), str(path))
     finally:
         os.close(fd)
+
+
+AT_FDCWD = -100
+RENAME_NOREPLACE = 1
+RENAME_EXCHANGE = 2
+
+
+def _renameat2(src: Path, dst: Path, flags: int) -> None:
+    """renameat2(2) (Linux >= 3.15, glibc >= 2.28). OSError(ENOSYS) where the C library has no
+    renameat2; OSError(EINVAL) where the file system does not support the flag (NFS, some FUSE)."""
+    import errno as errno_mod
+    libc = _c()
+    if libc is False or not hasattr(libc, "renameat2"):
+        raise OSError(errno_mod.ENOSYS, "renameat2 is not available in this C library", str(src))
+    if libc.renameat2(AT_FDCWD, os.fsencode(src), AT_FDCWD, os.fsencode(dst), flags) != 0:
+        import ctypes
+        errno = ctypes.get_errno()
+        raise OSError(errno, os.strerror(errno), str(src), None, str(dst))
+
+
+def rename_exchange(a: Path, b: Path) -> None:
+    """Swap what the names a and b point to, in one atomic step (RENAME_EXCHANGE): both exist
+    before and after, at every instant. Works between a directory and a symbolic link too.
+    Raises OSError with errno ENOSYS or EINVAL where that is not possible (see _renameat2)."""
+    _renameat2(a, b, RENAME_EXCHANGE)
+
+
+def rename_noreplace(src: Path, dst: Path) -> None:
+    """Rename src to dst, failing (EEXIST) instead of replacing anything already at dst.
+    Where renameat2 or the flag is unavailable: a plain rename after checking dst is absent
+    (the check and the rename are two steps; callers hold the run lock)."""
+    import errno as errno_mod
+    try:
+        _renameat2(src, dst, RENAME_NOREPLACE)
+    except OSError as e:
+        if e.errno not in (errno_mod.ENOSYS, errno_mod.EINVAL):
+            raise
+        if os.path.lexists(dst):
+            raise FileExistsError(errno_mod.EEXIST, os.strerror(errno_mod.EEXIST), str(dst)) from None
+        os.rename(src, dst)
 
 
 def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:

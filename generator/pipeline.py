@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Callable
 from . import secrets as secrets_mod
 from .errors import Problem, UserError
 from .fsutil import lock, remove_stale_temps
-from .output import check_target, discard, read_manifest, sha256, stage, switch
+from .output import check_target, discard, read_manifest, recover, sha256, stage, switch
 from .plan import Member, Plan, plan_summary
 from .secrets import Age, Bundle
 from .spec import SpecDocument, load_spec
@@ -186,12 +186,14 @@ def write(prepared: Prepared, rendered: Rendered, out_dir: Path) -> Path:
     2. stage the complete new generation (every byte written and synced once, not yet visible), so
        a full disk, a read-only folder or a missing permission stops the run here;
     3. save the bundle (if anything was added): the keys in the staged files are now in it;
-    4. switch out/<cluster> to the new generation (one rename) and remove the previous one.
+    4. swap the new generation in at out/<cluster> (one atomic renameat2 exchange of two
+       folders; output.py) and remove the previous one.
     Outputs can be re-rendered from the bundle, never the reverse: the visible out/ never
     holds a key the bundle lacks. Afterwards prepared.notes says what running members need."""
     from .daytwo.diff import diff
     cluster_dir = out_dir / prepared.plan.cluster
     check_target(out_dir, cluster_dir)
+    recover(cluster_dir)  # before reading what is there: a killed switch may have to be undone
     before = read_manifest(cluster_dir)
     old_plan = _read_json(cluster_dir / "plan.json")
     remove_stale_temps(prepared.bundle_path)  # a killed earlier run's half-written bundle copy

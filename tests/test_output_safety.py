@@ -147,7 +147,7 @@ def test_output_naming_a_file_is_a_clean_error(tmp_path):
 
 def test_a_file_added_inside_the_rendered_tree_stops_the_next_render_and_survives(tmp_path):
     assert render(tmp_path).returncode == 0
-    gen = (tmp_path / "out" / "demo").resolve()
+    gen = tmp_path / "out" / "demo"
     precious = tmp_path / "out" / "demo" / "nodes" / "hub" / "output-image" / "disk.qcow2"
     precious.parent.mkdir(parents=True)
     precious.write_bytes(b"an image that took an hour")
@@ -155,7 +155,8 @@ def test_a_file_added_inside_the_rendered_tree_stops_the_next_render_and_survive
     assert precious.read_bytes() == b"an image that took an hour" and gen.exists()
     precious.unlink()
     precious.parent.rmdir()
-    assert render(tmp_path).returncode == 0 and not gen.exists(), "once it is clean again, the old generation goes"
+    assert render(tmp_path).returncode == 0
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["demo"], "once it is clean again, the old generation goes"
 
 
 def test_lookalike_leftovers_that_are_not_ours_are_left_alone(tmp_path):
@@ -177,8 +178,9 @@ def test_the_manifest_carries_the_clusters_identity_and_is_written_first(tmp_pat
     manifest = json.loads((tmp_path / "out" / "demo" / "manifest.json").read_text())
     assert manifest["cluster"] == "demo"
     from generator.output import ownership
-    assert ownership((tmp_path / "out" / "demo").resolve(), "demo") is None
-    assert ownership((tmp_path / "out" / "demo").resolve(), "other") is not None
+    assert not (tmp_path / "out" / "demo").is_symlink(), "a real folder (issue 16)"
+    assert ownership(tmp_path / "out" / "demo", "demo") is None
+    assert ownership(tmp_path / "out" / "demo", "other") is not None
 
 
 # --------------------------------------------------------------------------- class 6: OS errors
@@ -214,7 +216,7 @@ def test_a_full_disk_for_the_bundle_keeps_the_previous_bundle_and_output(tmp_pat
     with tmpfs(tmp_path / "spec", "size=2m") as work:
         assert render(work, out=tmp_path / "out").returncode == 0
         bundle = (work / "cluster.secrets.yaml").read_bytes()
-        out_before = snapshot((tmp_path / "out" / "demo").resolve())
+        out_before = snapshot(tmp_path / "out" / "demo")
         # Fill the disk, then add a member (the bundle must grow).
         filler = work / "filler"
         with open(filler, "wb") as f:
@@ -226,8 +228,8 @@ def test_a_full_disk_for_the_bundle_keeps_the_previous_bundle_and_output(tmp_pat
         proc = render(work, out=tmp_path / "out")
         refused(proc, "No space left on device")
         assert (work / "cluster.secrets.yaml").read_bytes() == bundle
-        assert snapshot((tmp_path / "out" / "demo").resolve()) == out_before
-        assert len(list((tmp_path / "out").glob(".demo.gen-*"))) == 1, "the staged generation is removed again"
+        assert snapshot(tmp_path / "out" / "demo") == out_before
+        assert not list((tmp_path / "out").glob(".demo.gen-*")), "the staged generation is removed again"
 
 
 def test_no_permission_is_a_clean_error(tmp_path):
@@ -280,3 +282,16 @@ def test_a_bundle_behind_a_symlink_is_saved_where_the_link_points(tmp_path):
     data = yaml.safe_load((vault / "demo.secrets.yaml").read_text())
     assert "phone" in data["members"]
     assert oct((vault / "demo.secrets.yaml").stat().st_mode & 0o777) == "0o600"
+
+
+def test_lookalikes_are_never_put_back_in_place_of_a_missing_output(tmp_path):
+    """With out/demo missing, recovery puts back only a previous generation provably ours."""
+    for name in (".demo.old", ".demo.old-x1", ".demo.gen-legacy1"):
+        d = tmp_path / "out" / name
+        foreign_tree(d)
+        (d / "manifest.json").write_text('{"format": 2, "files": {}, "cluster": "demo"}')
+    before = snapshot(tmp_path / "out")
+    assert render(tmp_path).returncode == 0
+    after = snapshot(tmp_path / "out")
+    assert {k: v for k, v in after.items() if not k.startswith("demo")} == before
+    assert not (tmp_path / "out" / "demo").is_symlink() and (tmp_path / "out" / "demo" / "manifest.json").exists()

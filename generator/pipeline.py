@@ -75,9 +75,8 @@ def prepare(spec_path: Path, secrets_path: Path | None = None, *, age: Age | Non
     bundle, added = secrets_mod.populate(existing, plan, now)
     convert = bool(age.recipients) and (not secrets_mod.is_encrypted(bundle_path)
                                         or sorted(age.recipients) != sorted(bundle.age_recipients))
-    warning = secrets_mod.loose_permissions(bundle_path)
-    return Prepared(doc, plan, bundle, bundle_path, changes + added, age=age, convert=convert,
-                    warnings=[warning] if warning else [])
+    warnings = [w for w in (secrets_mod.loose_permissions(bundle_path), secrets_mod.legacy_join_warning(bundle, plan)) if w]
+    return Prepared(doc, plan, bundle, bundle_path, changes + added, age=age, convert=convert, warnings=warnings)
 
 
 def inspect(spec_path: Path, secrets_path: Path | None = None, *, age: Age | None = None) -> Prepared:
@@ -88,8 +87,10 @@ def inspect(spec_path: Path, secrets_path: Path | None = None, *, age: Age | Non
     bundle_path = secrets_mod.locate(spec_path, secrets_path, age)
     existing = secrets_mod.load(bundle_path, doc.spec.name, age)
     plan = plan_for(doc.spec, existing)
-    warning = secrets_mod.loose_permissions(bundle_path)
-    return Prepared(doc, plan, existing, bundle_path, [], age=age, warnings=[warning] if warning else [])
+    warnings = [secrets_mod.loose_permissions(bundle_path)]
+    if existing is not None:  # workers still on a join certificate from an older wgkube
+        warnings.append(secrets_mod.legacy_join_warning(existing, plan))
+    return Prepared(doc, plan, existing, bundle_path, [], age=age, warnings=[w for w in warnings if w])
 
 
 def node_user_data(plan: Plan, bundle: Bundle, member: Member, provider: str | None) -> tuple[bytes, NodeReport]:

@@ -225,8 +225,10 @@ class Login(Strict):
 
 class Join(Strict):
     token_ttl: str = Field("24h", description="bootstrap token lifetime after `kubeadm init` (Go duration)")
-    # day two (issue 5): per-node join credentials valid this many days (docs/join-window.md)
-    window_days: Annotated[int | None, BeforeValidator(_integer)] = Field(None, ge=1, le=365, description="join window: each worker gets its own join credential, valid this many days from when it is added; unset = the shared bootstrap token (token_ttl)")
+    # day two (issue 5, issue 11 item 12): per-node bootstrap tokens expiring this many days after
+    # the worker is added (docs/join-window.md). Unset by default so a spec written for an older
+    # wgkube renders byte for byte as before (tests/test_hub_unchanged.py); `wgkube init` writes 14.
+    window_days: Annotated[int | None, BeforeValidator(_integer)] = Field(None, ge=1, le=365, description="join window: each worker joins with its own bootstrap token (kubeadm init on the hub creates it; revocable with kubeadm token delete), expiring this many days after the worker is added; unset = the shared bootstrap token (token_ttl), as specs from older wgkube had. wgkube init sets 14")
 
     @field_validator("token_ttl")
     @classmethod

@@ -340,12 +340,14 @@ CORRUPTIONS = {
                                 "admins.laptop: the private key does not match the certificate"),
     "CA cert/key mismatch": (lambda text: _edit(text, lambda d: _swap(d, ("pki", "ca", "key"), ("pki", "front_proxy_ca", "key"))),
                              "pki.ca: the private key does not match the certificate"),
-    "join cert/key mismatch": (lambda text: _edit(text, lambda d: _swap(d, ("joins", "worker-1", "key"), ("joins", "homelab-1", "key"))),
-                               "joins.worker-1: the private key does not match"),
+    "join token malformed": (lambda text: _edit(text, lambda d: d["joins"]["worker-1"].update(token="short.token")),
+                             "joins.worker-1: the join token is not of the form"),
+    "join cert/key mismatch": (lambda text: _edit(text, lambda d: d["joins"].update(worker_1_legacy=_foreign_pair() | {"key": d["pki"]["ca"]["key"]})),
+                               "joins.worker_1_legacy: the private key does not match"),
     "spare key mismatch": (lambda text: _edit(text, lambda d: d["spares"]["free"]["spare.1"].update(public_key=d["members"]["hub"]["public_key"])),
                            "spares.free.spare.1: the WireGuard private key does not match"),
-    "certificate from another CA": (lambda text: _edit(text, lambda d: d["joins"]["worker-1"].update(_foreign_pair())),
-                                    "joins.worker-1: the certificate is not signed by this bundle's CA"),
+    "certificate from another CA": (lambda text: _edit(text, lambda d: d["joins"].update(worker_1_legacy=_foreign_pair())),
+                                    "joins.worker_1_legacy: the certificate is not signed by this bundle's CA"),
     "bad private key": (lambda text: _edit(text, lambda d: d["members"]["hub"].update(private_key="c2hvcnQ=")), "not 32 bytes"),
 }
 

@@ -297,7 +297,7 @@ def test_plan_writes_nothing_shows_no_keys_and_predicts_the_render(tmp_path):
     proc = wgkube("plan", str(spec), "-o", str(tmp_path / "out"))
     assert snapshot(tmp_path) == state, "plan must not write anything (bundle, out/, lock)"
     assert not WG_KEY.search(proc.stdout + proc.stderr) and "PRIVATE KEY" not in proc.stdout
-    for secret in (bundle(tmp_path)["token"], bundle(tmp_path)["pki"]["ca"]["key"]):
+    for secret in (bundle(tmp_path)["token"], bundle(tmp_path)["pki"]["ca"]["key"], bundle(tmp_path)["joins"]["worker-1"]["token"]):
         assert secret not in proc.stdout
     text = proc.stdout
     assert "+ WireGuard key for worker-2" in text and "+ retired homelab-1" in text and "+ admin certificate for phone" in text
@@ -313,10 +313,17 @@ def test_plan_writes_nothing_shows_no_keys_and_predicts_the_render(tmp_path):
     # The hub's ruleset names the admins (issue 11: they reach only the API and SSH): adding one
     # changes it too, a file read at boot.
     inner = predicted["members"]["hub"]["files"]["nodes/hub/user-data"]["inner"]
+    # With a join window its kubeadm config changes too (worker-2's token in, homelab-1's out):
+    # used once, at its first boot; the running hub gets the token from its live update.
     assert sorted(inner, key=lambda f: f["path"]) == [
         {"path": "/etc/wgkube/firewall.nft", "status": "changed", "category": "boot"},
+        {"path": "/etc/wgkube/kubeadm.yaml", "status": "changed", "category": "first-boot"},
         {"path": "/etc/wireguard/wg0.conf", "status": "changed", "category": "live"}]
     assert "the hub (hub): files read at boot change (/etc/wgkube/firewall.nft)" in text
+    flat = " ".join(text.split())
+    retired = bundle(tmp_path)["retired"]["homelab-1"]["join"]["token"]  # (the render above retired it)
+    assert "creates new workers' join tokens" in flat and f"kubeadm token delete {retired.split('.')[0]}" in flat
+    assert retired not in text
     assert predicted["hub_must_update"]
 
 
@@ -328,88 +335,7 @@ def test_plan_on_a_fresh_spec_says_everything_is_new(tmp_path):
 
 
 # --------------------------------------------------------------------------- 3. join window
-
-
-def join_material(out: Path, node: str, tmp: Path) -> tuple[Path, Path, dict, dict]:
-    files = node_files(out, node)
-    content, mode = files["/etc/wgkube/join.kubeconfig"]
-    assert mode == 0o600
-    kc = yaml.safe_load(content)
-    ca = tmp / "ca.pem"
-    ca.write_bytes(base64.b64decode(kc["clusters"][0]["cluster"]["certificate-authority-data"]))
-    cert = tmp / f"{node}-join.pem"
-    cert.write_bytes(base64.b64decode(kc["users"][0]["user"]["client-certificate-data"]))
-    join = yaml.safe_load(files["/etc/wgkube/kubeadm.yaml"][0])
-    return ca, cert, kc, join
-
-
-def verify_at(ca: Path, cert: Path, when: dt.datetime) -> subprocess.CompletedProcess:
-    return subprocess.run(["openssl", "verify", "-purpose", "sslclient", "-attime", str(int(when.timestamp())),
-                           "-CAfile", str(ca), str(cert)], capture_output=True, text=True)
-
-
-@pytest.mark.tools
-def test_a_late_worker_joins_inside_its_window_and_not_after(tmp_path):
-    need("openssl")
-    render(tmp_path, spec_doc(window=3), "--no-iso")
-    out = tmp_path / "out" / "d2"
-    ca, cert, kc, join = join_material(out, "worker-1", tmp_path)
-    now = dt.datetime.now(dt.timezone.utc)
-    # Inside the window: a worker booting two days and 23 hours later still authenticates.
-    for later in (dt.timedelta(0), dt.timedelta(days=1), dt.timedelta(days=2, hours=23)):
-        proc = verify_at(ca, cert, now + later)
-        assert proc.returncode == 0, (later, proc.stdout + proc.stderr)
-    after = verify_at(ca, cert, now + dt.timedelta(days=3, hours=1))
-    assert after.returncode != 0 and "expired" in after.stdout + after.stderr
-    before = verify_at(ca, cert, now - dt.timedelta(days=1))
-    assert before.returncode != 0 and "not yet valid" in before.stdout + before.stderr
-    subject = subprocess.run(["openssl", "x509", "-noout", "-subject", "-in", str(cert)], capture_output=True, text=True).stdout
-    assert "O = system:bootstrappers:kubeadm:default-node-token" in subject and "CN = wgkube-join:worker-1" in subject
-    # kubeadm reads it through discovery.file (credentials embedded: no tlsBootstrapToken needed),
-    # the config passes the strict v1beta4 model, and the server is the hub's VPN address.
-    docs = kubeadm.validate_documents(node_files(out, "worker-1")["/etc/wgkube/kubeadm.yaml"][0].decode())
-    assert docs[0].discovery.file.kubeConfigPath == "/etc/wgkube/join.kubeconfig"
-    assert docs[0].discovery.bootstrapToken is None and docs[0].discovery.tlsBootstrapToken is None
-    assert kc["clusters"][0]["cluster"]["server"] == "https://10.77.0.1:6443"
-    # Each worker has its own credential; the shared token no longer reaches workers.
-    token = bundle(tmp_path)["token"]
-    _, cert2, _, _ = join_material(out, "homelab-1", tmp_path)
-    assert cert2.read_bytes() != cert.read_bytes()
-    for node in ("worker-1", "homelab-1"):
-        assert token.encode() not in (out / "nodes" / node / "user-data").read_bytes()
-    assert token.encode() in (out / "nodes" / "hub" / "user-data").read_bytes()
-    assert "/etc/wgkube/join.kubeconfig" not in node_files(out, "hub")
-
-
-@pytest.mark.tools
-def test_rekey_join_gives_a_late_worker_a_fresh_window_and_touches_nothing_else(tmp_path):
-    need("openssl")
-    render(tmp_path, spec_doc(window=2), "--no-iso")
-    out = tmp_path / "out" / "d2"
-    # worker-1 was added three days ago and never booted: its two-day window is over.
-    path = tmp_path / "cluster.secrets.yaml"
-    b = secrets_mod.load(path, "d2")
-    b.joins["worker-1"] = secrets_bundle.new_join_credential(b, "worker-1", 2, dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=3))
-    secrets_mod.save(b, path)
-    render(tmp_path, spec_doc(window=2), "--no-iso")
-    ca, cert, _, _ = join_material(out, "worker-1", tmp_path)
-    late = verify_at(ca, cert, dt.datetime.now(dt.timezone.utc))
-    assert late.returncode != 0 and "expired" in late.stdout + late.stderr
-    plan = cli("plan", tmp_path / "cluster.yaml", "-o", tmp_path / "out")
-    assert "wgkube rekey worker-1" in plan.stdout and "--join" in plan.stdout
-    before, b0 = tree(out), bundle(tmp_path)
-    old_cert = b0["joins"]["worker-1"]["cert"]
-    result = cli("rekey", "--yes", "worker-1", tmp_path / "cluster.yaml", "-o", tmp_path / "out", "--join")
-    assert "the hub needs nothing" in " ".join(result.stdout.split())
-    b1 = bundle(tmp_path)
-    assert b1["joins"]["worker-1"]["cert"] != old_cert and b1["retired"]["worker-1"]["join"]["cert"] == old_cert
-    assert b1["members"] == b0["members"]
-    diff = changes(before, tree(out))
-    assert diff["changed"] == {"nodes/worker-1/user-data", "manifest.json"} and not diff["new"] and not diff["removed"]
-    ca, cert, _, _ = join_material(out, "worker-1", tmp_path)
-    assert verify_at(ca, cert, dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=1, hours=23)).returncode == 0
-    proc = wgkube("rekey", "--yes", "hub", str(tmp_path / "cluster.yaml"), "-o", str(tmp_path / "out"), "--join", check=False)
-    assert proc.returncode == 2 and "does not join" in proc.stderr
+# Per-node join tokens (issue 11 item 12): tests/test_join_tokens.py.
 
 
 def test_without_a_window_workers_keep_the_token_join(tmp_path):

@@ -70,11 +70,18 @@ def test_each_node_gets_only_the_secrets_its_role_needs(example_out):
         others = [k for n, k in keys.items() if n != node]
         assert keys[node] in blob
         assert not any(k in blob for k in others), f"{node} carries another member's private key"
+        tokens = {n: j["token"] for n, j in bundle["joins"].items()}  # init's example sets a join window
         if node == "hub":
             assert ca_key in blob and "/etc/kubernetes/pki/sa.key" in files
+            # The hub creates every worker's own join token with kubeadm init.
+            assert all(t in blob for t in tokens.values()) and set(tokens) == {"worker-1", "homelab-1"}
         else:
             assert ca_key not in blob and "BEGIN PRIVATE KEY" not in blob, f"worker {node} must not get PKI keys"
-            assert "/etc/wgkube/ca.crt" in files and bundle["token"] in blob
+            # Its own join token only: not the shared one, not another worker's, no client certificate.
+            assert "/etc/wgkube/ca.crt" in files and tokens[node] in blob
+            assert bundle["token"] not in blob and not any(t in blob for n, t in tokens.items() if n != node)
+            assert "BEGIN CERTIFICATE-----" not in files["/etc/wgkube/kubeadm.yaml"][0].decode()
+            assert "/etc/wgkube/join.kubeconfig" not in files
             assert files["/etc/wireguard/wg0.conf"][1] == 0o600
 
 

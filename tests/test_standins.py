@@ -186,3 +186,48 @@ def test_runtime_drop_ins_override_in_lexical_order(root):
     root.put("/etc/crio/crio.conf.d/20-wgkube.conf",
              f'[crio.runtime]\ncgroup_manager = "systemd"\n[crio.image]\npause_image = "{PAUSE_IMAGE}"\n')
     assert root.run("crio", "--check").returncode == 0
+
+
+def _token_join(token: str, tls: str | None = None) -> str:
+    return JOIN.replace("  file: {kubeConfigPath: /etc/wgkube/join.kubeconfig}\n",
+                        f"  bootstrapToken: {{apiServerEndpoint: '10.9.0.1:6443', token: '{token}'}}\n"
+                        f"  tlsBootstrapToken: '{tls or token}'\n")
+
+
+def _init_with_tokens(root: Root, tokens: str) -> None:
+    root.put("/etc/wgkube/kubeadm.yaml", INIT.replace("localAPIEndpoint:", "bootstrapTokens:\n" + tokens + "localAPIEndpoint:", 1))
+    assert init(root).returncode == 0
+
+
+@pytest.mark.parametrize("token, tls", [("ABCDEF.0123456789abcdef", None), ("abcdef.0123456789", None),
+                                        ("abcdef.0123456789abcdef", "nope")])
+def test_join_refuses_a_token_not_of_kubeadms_form(root, token, tls):
+    """ValidateToken (cmd/kubeadm/app/apis/kubeadm/validation) with BootstrapTokenPattern."""
+    root.put("/etc/wgkube/join.yaml", _token_join(token, tls))
+    proc = root.kubeadm("join", "--config", str(root.path / "etc/wgkube/join.yaml"))
+    assert proc.returncode == 1 and "the bootstrap token is invalid" in proc.stderr, proc.stderr
+    assert not (root.path / "etc/kubernetes/kubelet.conf").exists()
+
+
+def test_join_refuses_a_token_the_control_plane_does_not_hold_or_that_expired(root):
+    _init_with_tokens(root, "  - {token: 'aaaaaa.0123456789abcdef', expires: '2099-01-01T00:00:00Z'}\n"
+                            "  - {token: 'bbbbbb.0123456789abcdef', expires: '2001-01-01T00:00:00Z'}\n"
+                            "  - {token: 'cccccc.0123456789abcdef', ttl: '24h'}\n")
+    (root.path / "etc/kubernetes/kubelet.conf").unlink()   # init's; this fake root now plays a worker
+    (root.path / "etc/kubernetes/pki/ca.crt").unlink(missing_ok=True)
+    def join(token):
+        root.put("/etc/wgkube/join.yaml", _token_join(token))
+        return root.kubeadm("join", "--config", str(root.path / "etc/wgkube/join.yaml"))
+    for bad in ("dddddd.0123456789abcdef", "bbbbbb.0123456789abcdef"):   # unknown, expired
+        proc = join(bad)
+        assert proc.returncode == 1 and "is invalid for this cluster or it has expired" in proc.stderr, proc.stderr
+    # `kubeadm token create` on the control plane makes an unknown one good; delete revokes it.
+    assert root.kubeadm("token", "create", "dddddd.0123456789abcdef", "--ttl", "3600s").returncode == 0
+    assert "dddddd.0123456789abcdef" in root.kubeadm("token", "list").stdout
+    assert root.kubeadm("token", "delete", "aaaaaa").returncode == 0
+    assert join("aaaaaa.0123456789abcdef").returncode == 1
+    ok = join("dddddd.0123456789abcdef")
+    assert ok.returncode == 0, ok.stderr
+    (root.path / "etc/kubernetes/kubelet.conf").unlink()
+    (root.path / "etc/kubernetes/pki/ca.crt").unlink(missing_ok=True)
+    assert join("cccccc.0123456789abcdef").returncode == 0, "a ttl token counts from init"

@@ -1,7 +1,7 @@
 """Per-node cloud-init: the files a node gets, user-data, meta-data and network-config.
 
 ``node_files`` decides what a node receives (secrets by role: the PKI only on the control
-plane; workers get their own key, the token and the CA hash). ``user_data`` packs them as
+plane; workers get their own key, their join token and the CA hash). ``user_data`` packs them as
 #cloud-config in one of three encodings; ``extract_files`` reads any of them back, for the lab
 and the tests, so they check exactly what a node would get.
 """
@@ -114,8 +114,9 @@ def node_files(plan: Plan, bundle: Bundle, member: Member) -> list[NodeFile]:
     else:
         # Public CA certificate only: lets the worker check the API before it joins.
         files.append(NodeFile("/etc/wgkube/ca.crt", bundle.pki["ca"]["cert"]))
-        if plan.join_window_days:
-            # Its own join credential (kubeadm-join.yaml.j2 points discovery.file here).
+        if kubeadm.join_mode(plan, bundle, member) == "certificate":
+            # A join certificate an older wgkube made (kubeadm-join.yaml.j2 points discovery.file
+            # here): kept as it was. A worker with its own token gets it in kubeadm.yaml only.
             files.append(NodeFile(join.JOIN_KUBECONFIG, join.join_kubeconfig(plan, bundle, member), 0o600))
     if failover.wanted(plan, member):
         # issue 13, mesh: a member behind NAT keeps its catch-all on a relay that answers.

@@ -8,8 +8,9 @@ from __future__ import annotations
 import shlex
 
 from ..plan import Member, Plan
-from ..secrets import Bundle
+from ..secrets import Bundle, is_token_join, join_expires, token_id
 from .encode import Block
+from .kubeadm import worker_tokens
 from .templates import render
 
 # The words that differ between the hub's script and a mesh member's (the hub's stay as they were).
@@ -41,7 +42,29 @@ def _script(plan: Plan, bundle: Bundle, member: Member, conf: str, words: dict, 
         raise ValueError("the config cannot be embedded in the update script")  # cannot happen with wg.conf.j2
     return render("hub-update.sh.j2", plan=plan, hub=member, hub_public_key=bundle.public_key(member.name),
                   conf_before=Block(before + "\n"), conf_after=Block(after), apply=apply, words=words,
-                  failover_conf=Block(failover_conf) if failover_conf else None)
+                  failover_conf=Block(failover_conf) if failover_conf else None,
+                  join_tokens=join_tokens(plan, bundle, member))
+
+
+def join_tokens(plan: Plan, bundle: Bundle, member: Member) -> dict | None:
+    """The control plane's part of a live update when workers join with their own tokens: every
+    current worker token (created when missing) and every retired one (deleted when present).
+    None without a join window, or on a member that is not the control plane: then the script is
+    exactly what it was before (tests/test_hub_unchanged.py). No clock is read: each token's
+    absolute expiry travels as a Unix time, and the script computes the remaining TTL on the hub
+    (`kubeadm token create` takes --ttl only)."""
+    if member.role != "control-plane" or not plan.join_window_days:
+        return None
+    current = [t | {"until": int(join_expires(bundle.joins[t["name"]]).timestamp())} for t in worker_tokens(plan, bundle)]
+    live = {t["id"] for t in current}
+    retired = []
+    for key, entry in sorted(bundle.retired.items()):
+        join = entry.get("join") if isinstance(entry, dict) else None
+        if is_token_join(join) and token_id(join["token"]) not in live:
+            retired.append({"id": token_id(join["token"]), "name": key.partition("@")[0]})
+    if not current and not retired:
+        return None
+    return {"current": current, "retired": retired}
 
 
 def hub_update_name(plan: Plan) -> str:

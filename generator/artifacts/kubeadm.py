@@ -12,11 +12,11 @@ import re
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .. import versions
 from ..plan import Member, Plan
-from ..secrets import Bundle
+from ..secrets import Bundle, is_token_join, token_id
 from .templates import render
 
 # One container runtime story for every package family: CRI-O from its isv:cri-o repositories,
@@ -53,6 +53,21 @@ class BootstrapToken(_Strict):
         if not re.fullmatch(r"[a-z0-9]{6}\.[a-z0-9]{16}", v):
             raise ValueError("bootstrap token must match [a-z0-9]{6}.[a-z0-9]{16}")
         return v
+
+    @field_validator("expires")
+    @classmethod
+    def _expires(cls, v: str | None) -> str | None:
+        # metav1.Time: RFC3339. We always write UTC with a Z.
+        if v is not None and not re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", v):
+            raise ValueError("expires must be an RFC3339 UTC time such as 2026-01-31T12:00:00Z")
+        return v
+
+    @model_validator(mode="after")
+    def _one_lifetime(self):
+        # "Expires and TTL are mutually exclusive" (cmd/kubeadm/app/apis/bootstraptoken/v1/types.go).
+        if self.ttl is not None and self.expires is not None:
+            raise ValueError("a bootstrap token takes ttl or expires, not both")
+        return self
 
 
 class Taint(_Strict):
@@ -245,18 +260,61 @@ def runtime_for(member: Member) -> str:
     return RUNTIME_FOR[member.package_family or "apt"]
 
 
+def token_description(plan: Plan, name: str) -> str:
+    """What `kubeadm token list` shows for a worker's own token: the node it is for."""
+    return f"wgkube join token for node {name} (cluster {plan.cluster})"
+
+
+def worker_tokens(plan: Plan, bundle: Bundle) -> list[dict]:
+    """Every worker's own join token (join window): the control plane's InitConfiguration lists
+    them all, since `kubeadm init` creates them (phase bootstrap-token). `expires`, not `ttl`:
+    BootstrapToken in kubernetes/kubernetes cmd/kubeadm/app/apis/bootstraptoken/v1/types.go has
+    both, "mutually exclusive"; a ttl counts from the moment init runs, `expires` is an absolute
+    RFC3339 time that init writes as is into the token Secret's `expiration`
+    (encodeTokenSecretData in .../bootstraptoken/v1/utils.go). So each token ends at its own
+    time (worker added + window), whenever the hub boots, and the render reads no clock.
+    Workers still on a join certificate from an older wgkube are not listed (they need none)."""
+    if not plan.join_window_days:
+        return []
+    out = []
+    for m in plan.nodes:
+        entry = bundle.joins.get(m.name)
+        if m.role != "control-plane" and is_token_join(entry):
+            out.append({"name": m.name, "token": entry["token"], "id": token_id(entry["token"]),
+                        "expires": entry["expires"], "description": token_description(plan, m.name)})
+    return out
+
+
+def join_mode(plan: Plan, bundle: Bundle, member: Member) -> str:
+    """How a worker joins: "shared" (the cluster's token, no join window: as before issue 5),
+    "own-token" (its own bootstrap token) or "certificate" (a join certificate an older wgkube
+    made; kept so that worker's files do not change)."""
+    if not plan.join_window_days or member.name not in bundle.joins:
+        return "shared"
+    return "own-token" if is_token_join(bundle.joins[member.name]) else "certificate"
+
+
 def config(plan: Plan, bundle: Bundle, member: Member) -> str:
     ctx = dict(plan=plan, member=member, api=versions.KUBEADM_API, token=bundle.token,
                cri_socket=CRI_SOCKETS[runtime_for(member)],
                encryption_algorithm=versions.KUBEADM_ENCRYPTION_ALGORITHM)
+    own = None
     if member.role == "control-plane":
-        text = render("kubeadm-init.yaml.j2", **ctx)
+        text = render("kubeadm-init.yaml.j2", worker_tokens=worker_tokens(plan, bundle), **ctx)
     else:
-        text = render("kubeadm-join.yaml.j2", ca_hash=bundle.ca_hash, **ctx)
+        mode = join_mode(plan, bundle, member)
+        if mode == "own-token":
+            # Only its own token: never the cluster's shared one, never another worker's.
+            own = bundle.joins[member.name]
+            ctx["token"] = own["token"]
+        text = render("kubeadm-join.yaml.j2", ca_hash=bundle.ca_hash, join_mode=mode,
+                      token_expires=own["expires"] if own else None, **ctx)
     # A template mistake fails here, not on a node. Configs differ between members only in
-    # the member's name and address, so each distinct shape is validated once per run.
-    # Comments are not validated (they carry the name unquoted).
+    # the member's name and address (and a worker's own token), so each distinct shape is
+    # validated once per run. Comments are not validated (they carry the name unquoted).
     shape = _COMMENT.sub("", text).replace(member.vpn_ip, "<ip>").replace(f'"{member.name}"', "<name>")
+    if own is not None:
+        shape = shape.replace(own["token"], "<token>")
     if shape not in _validated:
         validate_documents(text)
         _validated.add(shape)

@@ -1,6 +1,6 @@
 """`wgkube rekey NODE SPEC`: a new WireGuard key for one member (the old one is retired), a
-re-render, and the order to roll it out in. `--join` instead issues a new join credential
-(a worker whose join window ran out before it first booted)."""
+re-render, and the order to roll it out in. `--join` instead issues a new join token (a worker
+whose join window ran out before it first booted, or a worker moving off an old join certificate)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -27,22 +27,24 @@ def _confirm(node: str, steps: list[str]) -> None:
 
 
 def register(app: typer.Typer, user_errors) -> None:
-    @app.command("rekey", short_help="new key (or --join credential) for one member")
+    @app.command("rekey", short_help="new key (or --join token) for one member")
     @user_errors
     def rekey_cmd(node: str = typer.Argument(..., help="the member (node or admin) that gets a new key"),
                   spec: Path = typer.Argument(..., help="cluster spec (YAML)"),
                   output: Optional[Path] = OutputOpt,
                   secrets: Optional[Path] = typer.Option(None, "--secrets", help="secrets bundle (default: beside the spec)"),
-                  join: bool = typer.Option(False, "--join", help="issue a new join credential (fresh join window) instead of a WireGuard key"),
+                  join: bool = typer.Option(False, "--join", help="issue a new join token (fresh join window; the old one is retired) instead of a WireGuard key"),
                   provider: Optional[str] = typer.Option(None, "--provider", help="as for render (default: what the last render used)"),
                   iso: Optional[bool] = typer.Option(None, "--iso/--no-iso", help="as for render (default: what the last render used)"),
                   packer: Optional[bool] = typer.Option(None, "--packer/--no-packer", help="as for render (default: what the last render used)"),
                   age_identity: List[Path] = typer.Option([], "--age-identity", help="age identity file (encrypted bundle), or $WGKUBE_AGE_IDENTITY"),
                   age_recipient: List[str] = typer.Option([], "--age-recipient", help="encrypt the bundle to this age recipient, or $WGKUBE_AGE_RECIPIENTS"),
                   yes: bool = typer.Option(False, "--yes", "-y", help="do not ask: scripts (a WireGuard rekey splits the member off until rolled out)")) -> None:
-        """Give one member a new WireGuard key (or, with --join, a new join credential), re-render, print the rollout order."""
+        """Give one member a new WireGuard key (or, with --join, a new join token), re-render, print the rollout order."""
         from .. import pipeline
-        from ..artifacts.join import join_window
+        from ..artifacts.hub_update import hub_update_command, hub_update_name, member_update_command, member_update_path
+        from ..daytwo.diff import latest_retired
+        from ..secrets import is_token_join, join_expires, token_id
         from ..daytwo.rollout import rollout
         from ..output import read_manifest
         from ..secrets import Age
@@ -66,10 +68,24 @@ def register(app: typer.Typer, user_errors) -> None:
             changed = [f"{mc.name} ({mc.status})" for mc in report.members if mc.status != "unchanged"]
             out.print("members whose files changed: " + (", ".join(changed) or "none"))
         if join:
-            _, end = join_window(prepared.bundle.joins[node]["cert"])
-            out.print(f"{node}: new join credential, valid until {end:%Y-%m-%d %H:%M} UTC. Only {node}'s files changed "
-                      f"(the hub needs nothing): boot {node} with {cluster_dir}/nodes/{node}/ (user-data or seed.iso).")
-            out.print(f"The old credential stays valid until it expires (certificates cannot be revoked); it only works inside the VPN.")
+            plan = prepared.plan
+            end = join_expires(prepared.bundle.joins[node])
+            cp = next(m for m in plan.nodes if m.role == "control-plane")
+            script = member_update_path(cp) if plan.mesh is not None else f"hub-update/{hub_update_name(plan)}"
+            command = (member_update_command(plan, cp, f"{cluster_dir}/{script}") if plan.mesh is not None
+                       else hub_update_command(plan, f"{cluster_dir}/{script}"))
+            out.print(f"{node}: new join token, expires {end:%Y-%m-%d %H:%M} UTC. {node}'s files changed and so did the control "
+                      f"plane's: a running {cp.name} does not know the new token yet. Run its live update (it creates the token "
+                      f"and deletes retired ones, idempotently):", soft_wrap=True)
+            out.print(f"  {command}", soft_wrap=True)
+            old = latest_retired(prepared.bundle, node).get("join")
+            if is_token_join(old):
+                out.print(f"The old token is revoked by that update; by hand, on {cp.name}: kubeadm token delete {token_id(old['token'])}",
+                          soft_wrap=True)
+            elif old is not None:
+                out.print("The old join certificate stays valid until it expires (certificates cannot be revoked); "
+                          "it only works inside the VPN.", soft_wrap=True)
+            out.print(f"Then boot {node} with {cluster_dir}/nodes/{node}/ (user-data or seed.iso).", soft_wrap=True)
             return
         out.print(f"rollout for {node}, in this order:")
         for line in rollout(prepared.plan, node, str(cluster_dir)):

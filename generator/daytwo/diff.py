@@ -6,9 +6,8 @@ import datetime as dt
 from dataclasses import dataclass, field
 
 from ..artifacts.hub_update import hub_update_command, hub_update_name, member_update_command, member_update_path
-from ..artifacts.join import join_window
 from ..plan import Plan
-from ..secrets import Bundle
+from ..secrets import Bundle, is_token_join, join_expires, token_id
 
 
 # Paths inside a node's user-data, by what a running member needs when they change.
@@ -21,7 +20,7 @@ def _category(path: str, iface: str) -> str:
                 "/usr/local/sbin/wgkube-failover") \
             or path.startswith("/etc/systemd/") or path.startswith("/etc/udev/"):
         return "boot"       # read at boot: copy it over and restart the unit (or reboot)
-    return "first-boot"     # kubeadm config, PKI, join credential, first-boot script: used once
+    return "first-boot"     # kubeadm config (join token), PKI, join credential, first-boot script: used once
 
 
 @dataclass
@@ -105,7 +104,7 @@ def diff(old: dict | None, new: dict, plan: Plan, bundle: Bundle, out_hint: str,
         per_member.setdefault(m.name, MemberChange(m.name, m.kind, "new" if old is None else "unchanged"))
     order = {m.name: i for i, m in enumerate(plan.members)}
     members = sorted(per_member.values(), key=lambda mc: (order.get(mc.name, len(order)), mc.name))
-    actions = _actions(members, plan, bundle, out_hint, old is not None, "node_files" in (old or {}), old_kinds)
+    actions = _actions(members, plan, bundle, out_hint, old is not None, "node_files" in (old or {}), old_kinds, cluster_files)
     was = (old_plan or {}).get("kubernetes")
     if old is not None and was and was != plan.kubernetes:
         actions.insert(0, kubernetes_change(was, plan.kubernetes))
@@ -128,8 +127,24 @@ def kubernetes_change(was: str, now: str) -> str:
             f"or set kubernetes back to \"{was}\" until you do.")
 
 
+def _join_token_actions(plan: Plan, bundle: Bundle, out_hint: str, mesh: bool, cluster_files: list[FileChange]) -> list[str]:
+    """Join window: a running control plane knows only the tokens its `kubeadm init` created. When
+    the tokens its live update carries change (a worker added, a token reissued or retired), say
+    to run that update: it creates the missing tokens and deletes the retired ones (hub-update.sh.j2)."""
+    cp = next((m for m in plan.nodes if m.role == "control-plane"), None)
+    if cp is None:
+        return []
+    rel = member_update_path(cp) if mesh else f"hub-update/{hub_update_name(plan)}"
+    if not any(f.path == rel and f.status in ("changed", "new") for f in cluster_files):
+        return []
+    command = (member_update_command(plan, cp, f"{out_hint}/{rel}") if mesh
+               else hub_update_command(plan, f"{out_hint}/{rel}"))
+    return [f"the control plane ({cp.name}) creates new workers' join tokens and deletes retired ones only when told: "
+            f"run its live update (idempotent; it skips tokens that exist and workers that have joined):\n    " + command]
+
+
 def _actions(members: list[MemberChange], plan: Plan, bundle: Bundle, out_hint: str, baseline: bool,
-             detail: bool, old_kinds: dict[str, str]) -> list[str]:
+             detail: bool, old_kinds: dict[str, str], cluster_files: list[FileChange] | None = None) -> list[str]:
     if not baseline:
         return ["first render: boot the nodes with their files (nothing is running yet)"]
     actions: list[str] = []
@@ -170,8 +185,11 @@ def _actions(members: list[MemberChange], plan: Plan, bundle: Bundle, out_hint: 
                 actions.append(f"admin {mc.name} left: its VPN key is retired; its kubeconfig certificate stays valid until it expires "
                                f"but only reaches the API from inside the VPN")
             retired = latest_retired(bundle, mc.name)
-            if "join" in retired:
-                _, end = join_window(retired["join"]["cert"])
+            if is_token_join(retired.get("join")):
+                actions.append(f"{mc.name}'s join token {token_id(retired['join']['token'])} is retired; the control plane's live "
+                               f"update deletes it (or on the hub: kubeadm token delete {token_id(retired['join']['token'])})")
+            elif "join" in retired:
+                end = join_expires(retired["join"])
                 actions.append(f"{mc.name}'s join credential stays valid until {end:%Y-%m-%d %H:%M} UTC (certificates cannot be revoked); "
                                f"it only works from inside the VPN, where {mc.name} no longer is")
             continue
@@ -189,9 +207,11 @@ def _actions(members: list[MemberChange], plan: Plan, bundle: Bundle, out_hint: 
         if boot and mc.kind == "node":
             actions.append(f"{mc.name}: files read at boot change ({', '.join(boot)}); copy them from its user-data and restart "
                            "the unit, or re-provision; running as is keeps the old ones")
+    if plan.join_window_days:
+        actions += _join_token_actions(plan, bundle, out_hint, mesh, cluster_files or [])
     now = dt.datetime.now(dt.timezone.utc)
     for name in sorted(bundle.joins):
-        _, end = join_window(bundle.joins[name]["cert"])
+        end = join_expires(bundle.joins[name])
         if end < now and name in by_name:
             actions.append(f"{name}'s join credential expired on {end:%Y-%m-%d %H:%M} UTC; if {name} has not joined yet, "
                            f"give it a new window: wgkube rekey {name} SPEC --join")

@@ -92,7 +92,7 @@ def plan_for(spec: ClusterSpec, existing: Bundle | None, hub_changes: bool = Fal
 
 def rekey_bundle(doc: SpecDocument, existing: Bundle | None, name: str, join: bool, now: dt.datetime,
                  bundle_path: Path) -> tuple[Bundle, list[str]]:
-    """`wgkube rekey`: checks, then a new WireGuard key (or join credential) for one member."""
+    """`wgkube rekey`: checks, then a new WireGuard key (or join token) for one member."""
     spec = doc.spec
     if existing is None:
         raise UserError(Problem("", f"no secrets bundle at {bundle_path}: nothing to rekey", "render the cluster first"))
@@ -100,7 +100,7 @@ def rekey_bundle(doc: SpecDocument, existing: Bundle | None, name: str, join: bo
         raise UserError(Problem("", f"{name!r} is not in the spec", "name a node or admin of the spec"), doc.source)
     days = spec.join.window_days if join else None
     if join and not days:
-        raise UserError(Problem("join.window_days", "the spec sets no join window, so there is no join credential to reissue",
+        raise UserError(Problem("join.window_days", "the spec sets no join window, so there is no join token of its own to reissue",
                                 "set join.window_days (docs/join-window.md); or create a bootstrap token on the hub: kubeadm token create"),
                         doc.source)
     if join and any(n.name == name and n.role == "control-plane" for n in spec.nodes):

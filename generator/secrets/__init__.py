@@ -7,8 +7,9 @@ age.py     optional age encryption of the bundle
 The names below are the stage's public face; later stages import them from here.
 """
 from .age import AGE_SUFFIX, Age, is_encrypted
-from .bundle import (JOIN_GROUP, SLOT_RE, Bundle, bundle_path_for, load, locate, loose_permissions, populate, rekey,
-                     save, verify)
+from .bundle import (JOIN_GROUP, SLOT_RE, Bundle, bundle_path_for, is_token_join, join_expires, legacy_join_warning,
+                     legacy_join_workers, load, locate, loose_permissions, populate, rekey, save, token_id, verify)
 
 __all__ = ["AGE_SUFFIX", "Age", "is_encrypted", "JOIN_GROUP", "SLOT_RE", "Bundle", "bundle_path_for", "load", "locate",
-           "loose_permissions", "populate", "rekey", "save", "verify"]
+           "loose_permissions", "populate", "rekey", "save", "verify", "is_token_join", "join_expires", "legacy_join_warning",
+           "legacy_join_workers", "token_id"]

@@ -4,7 +4,7 @@ Kept beside the spec (``cluster.yaml`` -> ``cluster.secrets.yaml``, or ``.secret
 when encrypted with age), never under out/. ``load`` refuses a bundle that is corrupt,
 truncated, for another cluster, or whose keys do not match their public halves.
 ``populate`` adds what is missing (a new member's key, the PKI on the first run, spare slots,
-join credentials) and never replaces anything that exists. ``save`` writes atomically, mode
+join tokens) and never replaces anything that exists. ``save`` writes atomically, mode
 0600. Members that leave the spec, and keys that are replaced (``rekey``), are moved to
 ``retired``, never deleted.
 """
@@ -43,6 +43,9 @@ KIND = "wgkube-secrets"
 LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 VERSION = 1
+# kubeadm's own pattern for a bootstrap token, BootstrapTokenPattern in kubernetes/kubernetes
+# staging/src/k8s.io/cluster-bootstrap/token/api/types.go: `\A([a-z0-9]{6})\.([a-z0-9]{16})\z`
+# (the ID before the dot is public, it names the Secret bootstrap-token-<id>; the rest is secret).
 TOKEN_RE = re.compile(r"^[a-z0-9]{6}\.[a-z0-9]{16}$")
 SLOT_RE = re.compile(r"^spare\.(\d+)$")
 _ALNUM = "abcdefghijklmnopqrstuvwxyz0123456789"
@@ -77,7 +80,9 @@ class Bundle:
     admins: dict[str, dict] = field(default_factory=dict)    # name -> {cert, key}
     spares: dict[str, dict] = field(default_factory=dict)    # spare.N -> {private_key, public_key, vpn_ip}
     spare_state: dict[str, int] = field(default_factory=lambda: {"target": 0, "next": 1})
-    joins: dict[str, dict] = field(default_factory=dict)     # worker -> {cert, key}: its join credential
+    # worker -> its join credential: {token, expires} (a bootstrap token of its own, join window),
+    # or {cert, key} (a client certificate, made by wgkube before issue 11 item 12; still honoured)
+    joins: dict[str, dict] = field(default_factory=dict)
     age_recipients: list[str] = field(default_factory=list)  # who an encrypted bundle is encrypted to
 
     # -- what the plan and renderers need
@@ -246,8 +251,20 @@ def verify(b: Bundle) -> list[str]:
             out.append(f"pki.{name}: {why}")
     if "sa" not in b.pki or not isinstance(b.pki["sa"], dict) or not {"key", "pub"} <= set(b.pki["sa"]):
         out.append("pki.sa (service-account key pair) is missing")
+    ids = {str(b.token).partition(".")[0]: "the bootstrap token"}
+    for name, entry in b.joins.items():
+        if not is_token_join(entry):
+            continue
+        if not TOKEN_RE.fullmatch(str(entry.get("token"))):
+            out.append(f"joins.{name}: the join token is not of the form [a-z0-9]{{6}}.[a-z0-9]{{16}}")
+        elif (other := ids.setdefault(entry["token"].partition(".")[0], f"joins.{name}")) != f"joins.{name}":
+            out.append(f"joins.{name}: its token ID is also used by {other} (kubeadm names the Secret after the ID)")
+        if _parse_stamp(entry.get("expires")) is None:
+            out.append(f"joins.{name}: expires is not a UTC time like 2026-01-31T12:00:00Z")
     for group in ("admins", "joins"):
         for name, pair in getattr(b, group).items():
+            if group == "joins" and is_token_join(pair):
+                continue
             if (why := pki.check_pair(pair)) is not None:
                 out.append(f"{group}.{name}: {why}")
             elif "ca" in b.pki and not _signed_by(pair["cert"], b.pki["ca"]["cert"]):
@@ -276,10 +293,79 @@ def _retire(b: Bundle, name: str, entry: dict, reason: str, now: dt.datetime) ->
 
 
 def new_join_credential(b: Bundle, node: str, days: int, now: dt.datetime) -> dict[str, str]:
-    """A client certificate in the bootstrap group, valid only for the join window.
-    Signed here, once, so renders stay byte-identical (docs/join-window.md)."""
+    """The join credential of wgkube before issue 11 item 12: a client certificate in the bootstrap
+    group. No longer made for new workers (it cannot be revoked); kept for tests that build a
+    bundle as the old code did. Workers that have one keep it (docs/join-window.md, migration)."""
     return pki.new_client_cert(b.pki["ca"], f"wgkube-join:{node}", [JOIN_GROUP], now, days=days,
                                not_before=now - dt.timedelta(minutes=5))
+
+
+def is_token_join(entry: object) -> bool:
+    """A join entry that is a bootstrap token of the worker's own (else: a legacy certificate)."""
+    return isinstance(entry, dict) and "token" in entry
+
+
+def _parse_stamp(value: object) -> dt.datetime | None:
+    try:
+        return dt.datetime.strptime(str(value), "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.timezone.utc)
+    except ValueError:
+        return None
+
+
+def join_expires(entry: dict) -> dt.datetime:
+    """When a join credential stops working: the token's absolute expiry, or the certificate's notAfter."""
+    if is_token_join(entry):
+        when = _parse_stamp(entry["expires"])
+        assert when is not None  # load() refuses a bundle where it is not
+        return when
+    from cryptography import x509
+    return x509.load_pem_x509_certificate(entry["cert"].encode()).not_valid_after_utc
+
+
+def token_id(token: str) -> str:
+    """The public half of a bootstrap token: what `kubeadm token delete` and `token list` show."""
+    return token.partition(".")[0]
+
+
+def _used_token_ids(b: Bundle) -> set[str]:
+    used = {token_id(b.token)} if b.token else set()
+    used |= {token_id(e["token"]) for e in b.joins.values() if is_token_join(e)}
+    used |= {token_id(r["join"]["token"]) for r in b.retired.values()
+             if isinstance(r, dict) and is_token_join(r.get("join"))}
+    return used
+
+
+def new_join_token(b: Bundle, days: int, now: dt.datetime) -> dict[str, str]:
+    """A bootstrap token of a worker's own, with an absolute expiry `days` after now (the moment
+    the worker is added to the bundle, or rekeyed). Made once and kept: a render never makes one,
+    so renders stay deterministic. The ID is unique in the bundle (retired ones included): kubeadm
+    stores a token as the Secret kube-system/bootstrap-token-<id>, and an old ID coming back would
+    collide with, or resurrect, a token deleted on the hub (docs/join-window.md)."""
+    used = _used_token_ids(b)
+    while True:
+        token = new_token()
+        if token_id(token) not in used:
+            return {"token": token, "expires": _stamp(now + dt.timedelta(days=days))}
+
+
+def legacy_join_workers(b: Bundle, plan: Plan) -> list[str]:
+    """Workers of the plan that still hold a join certificate (a bundle from before issue 11 item 12)."""
+    if not plan.join_window_days:
+        return []
+    return [m.name for m in plan.nodes if m.role != "control-plane" and m.name in b.joins and not is_token_join(b.joins[m.name])]
+
+
+def legacy_join_warning(b: Bundle, plan: Plan) -> str | None:
+    """One warning for `check` and `render` while workers still hold join certificates."""
+    names = legacy_join_workers(b, plan)
+    if not names:
+        return None
+    first = names[0]
+    many = len(names) > 1
+    return (f"{len(names)} worker{'s' if many else ''} still join{'' if many else 's'} with a client certificate made by an older wgkube "
+            f"({', '.join(names)}): it keeps working until it expires but cannot be revoked. Move each one that has not "
+            f"joined yet to a revocable bootstrap token of its own: wgkube rekey {first} SPEC --join, then apply the hub "
+            f"update (docs/join-window.md, migration)")
 
 
 def populate(existing: Bundle | None, plan: Plan, now: dt.datetime | None = None) -> tuple[Bundle, list[str]]:
@@ -356,15 +442,17 @@ def populate(existing: Bundle | None, plan: Plan, now: dt.datetime | None = None
             b.admins[m.name] = pki.new_client_cert(b.pki["ca"], f"wgkube-admin:{m.name}", ["kubeadm:cluster-admins"], now)
             added.append(f"admin certificate for {m.name}")
     if plan.join_window_days:
+        # A worker that already has a join credential keeps it, a certificate from an older wgkube
+        # included (its files stay byte for byte; legacy_join_warning says how to move it).
         for m in plan.nodes:
             if m.role != "control-plane" and m.name not in b.joins:
-                b.joins[m.name] = new_join_credential(b, m.name, plan.join_window_days, now)
-                added.append(f"join credential for {m.name} (valid {plan.join_window_days} days)")
+                b.joins[m.name] = new_join_token(b, plan.join_window_days, now)
+                added.append(f"join token for {m.name} (expires {b.joins[m.name]['expires']})")
     return b, added
 
 
 def rekey(existing: Bundle, name: str, now: dt.datetime, join_days: int | None = None) -> tuple[Bundle, list[str]]:
-    """A new WireGuard key for one member (join_days None), or a new join credential valid
+    """A new WireGuard key for one member (join_days None), or a new join token expiring
     join_days from now. The old secret is retired, never dropped."""
     b = copy.deepcopy(existing)
     if name not in b.members:
@@ -372,10 +460,16 @@ def rekey(existing: Bundle, name: str, now: dt.datetime, join_days: int | None =
         raise UserError(Problem("", f"{name!r} is not a member in the secrets bundle (members: {known})",
                                 "rekey a member that has been rendered; a new member just needs `wgkube render`"))
     if join_days is not None:
-        if name in b.joins:
-            _retire(b, name, {"join": b.joins[name]}, "join credential reissued", now)
-        b.joins[name] = new_join_credential(b, name, join_days, now)
-        return b, [f"new join credential for {name} (valid {join_days} days)"]
+        old = b.joins.get(name)
+        if old is not None:
+            _retire(b, name, {"join": old}, "join credential reissued", now)
+        b.joins[name] = new_join_token(b, join_days, now)
+        note = f"new join token for {name} (expires {b.joins[name]['expires']})"
+        if is_token_join(old):
+            note += f"; the old one is retired: delete it on the hub with kubeadm token delete {token_id(old['token'])}"
+        elif old is not None:
+            note += "; it replaces its join certificate from an older wgkube"
+        return b, [note]
     entry = b.members[name]
     _retire(b, name, {k: v for k, v in entry.items() if k != "slot"}, "rekeyed", now)
     priv, pub = pki.wg_keypair()

@@ -200,7 +200,11 @@ class Run:
 
 
 def _finished(r) -> bool:
-    """The first-boot service is over: every phase done, or it failed."""
+    """The first-boot service is over: every phase done, or it failed. Only a full report counts:
+    the light one sent while cloud-init still runs (on a reboot the first-boot unit can finish
+    before cloud-final) has no units and no first-boot log to check."""
+    if "wgkube-firstboot.service" not in r.units:
+        return False
     return "done" in r.phases or r.unit_failed("wgkube-firstboot.service")
 
 

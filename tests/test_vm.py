@@ -184,6 +184,7 @@ class Run:
     recovered: dict[str, "vmq.Report"] = field(default_factory=dict)  # boot after the recovery reboot
     cycles: dict[str, list[str]] = field(default_factory=dict)  # name -> ordering-cycle lines, all boots
     boots: dict[str, int] = field(default_factory=dict)  # name -> boots seen
+    status_seen: dict[str, list[str]] = field(default_factory=dict)  # name -> its `status` sections, all reports
 
     @property
     def hub(self) -> Node:
@@ -389,6 +390,7 @@ def run(tmp_path_factory) -> Run:
             reps = vms[n.name].reports()
             res.boots[n.name] = len({r.boot_id for r in reps})
             res.cycles[n.name] = sorted({line for r in reps for line in r.ordering_cycles})
+            res.status_seen[n.name] = [r.text("status") for r in reps if r.text("status")]
 
     res.timings["total (image + render + VMs)"] = time.monotonic() - t_start
     res.timings["load average at start (1 min)"] = load_start
@@ -565,6 +567,27 @@ def test_kubeadm_init_on_hub_join_on_workers(run: Run):
         assert probes and probes[-1]["ok"], f"{w.name}: the join config's API endpoint did not answer: {probes}"
 
 
+def test_each_worker_joins_with_its_own_token(run: Run):
+    """Join window (issue 11 item 12): the hub's kubeadm init creates one bootstrap token per
+    worker (expires, description naming it), and each worker's join, accepted by the stand-in
+    kubeadm (which refuses a token not of kubeadm's form), used its own token and no other."""
+    hub_docs = list(yaml.safe_load_all(run.hub.files["/etc/wgkube/kubeadm.yaml"]))
+    init = next(d for d in hub_docs if d.get("kind") == "InitConfiguration")
+    listed = {t["token"]: t for t in init["bootstrapTokens"]}
+    used = set()
+    for w in run.workers:
+        docs = list(yaml.safe_load_all(w.files["/etc/wgkube/kubeadm.yaml"]))
+        join = next(d for d in docs if d.get("kind") == "JoinConfiguration")
+        token = join["discovery"]["bootstrapToken"]["token"]
+        assert join["discovery"]["tlsBootstrapToken"] == token
+        assert token in listed and w.name in listed[token]["description"] and "expires" in listed[token], listed
+        assert token not in used, f"{w.name} shares its join token"
+        used.add(token)
+        r = run.report(w.name)
+        assert r.standin_calls("kubeadm", "join") and not r.standin_events("token-refused"), (
+            f"{w.name}: the stand-in kubeadm refused its token: {r.standin_events('token-refused')}")
+
+
 def _premade_pki(node: Node) -> dict[str, str]:
     """sha256 of the pre-made PKI files as rendered into the hub's user-data."""
     out = {}
@@ -687,3 +710,59 @@ def test_reboot_repeats_nothing(run: Run):
     assert after.ping.get(run.hub.vpn_ip) == "ok", f"{name}: cannot ping the hub after the reboot"
     kubelet = after.units.get("kubelet.service", {})
     assert kubelet.get("ActiveState") == "active", f"{name}: kubelet after reboot {kubelet}"
+
+
+# --------------------------------------------------------------------------- status (issue 15)
+
+
+def _status_replies(text: str) -> dict[str, str]:
+    return dict(line.split(" ", 1) for line in text.splitlines() if " " in line)
+
+
+def test_members_read_each_others_status_over_the_vpn(run: Run):
+    """Each guest asks every other member's rendered wgkube-status.socket over the VPN (the
+    reporter's `status` section). After the recovery every reply is that member's JSON with every
+    phase done; the socket listens on the VPN address only, and no reply leaks a private key."""
+    for name, node in run.nodes.items():
+        r = run.report(name)
+        assert r.units.get("wgkube-status.socket", {}).get("ActiveState") == "active", (
+            f"{name}: wgkube-status.socket {r.units.get('wgkube-status.socket')}")
+        replies = _status_replies(r.text("status"))
+        for other in run.nodes.values():
+            if other.name == name:
+                continue
+            assert other.vpn_ip in replies, f"{name} did not ask {other.name}: {r.text('status')!r}"
+            text = replies[other.vpn_ip]
+            reply = json.loads(text)
+            assert reply["node"] == other.name and reply["vpn_ip"] == other.vpn_ip, reply
+            assert list(reply["phases"]) == contract_phases(), f"{name} reading {other.name}: {reply['phases']}"
+            assert reply["firstboot"] == {"running": None, "failed": None, "message": None}, reply["firstboot"]
+            assert reply["units"]["wg-quick@wg0"] == "active" and reply["units"]["kubelet"] == "active", reply["units"]
+            assert len(reply["peers"]) == (len(run.nodes) - 1 if other.is_hub else 1), reply["peers"]
+            assert "PrivateKey" not in text and other.wg_conf("PrivateKey") not in text
+        listening = [line.split()[3] for line in r.text("listen").splitlines()
+                     if len(line.split()) > 3 and line.split()[3].endswith(":10280")]
+        assert listening == [f"{node.vpn_ip}:10280"], f"{name}: status port listeners {listening}"
+
+
+def test_a_guest_reads_the_injected_failures_over_the_vpn(run: Run):
+    """While the hub's kubeadm init (injected) and the late worker's API wait had failed, the worker
+    that finished on its first try read both over the VPN: the failed phase and its message."""
+    reader = next(w for w in run.workers if w.name not in run.failed)
+    seen: dict[str, dict] = {}
+    for text in run.status_seen.get(reader.name, []):
+        for reply in _status_replies(text).values():
+            try:
+                doc = json.loads(reply)
+            except ValueError:
+                continue
+            if (doc.get("firstboot") or {}).get("failed"):
+                seen.setdefault(doc["node"], doc["firstboot"])
+    assert run.failed and set(run.failed) <= set(seen), (
+        f"{reader.name} saw failures of {sorted(seen)}; failed: {sorted(run.failed)}")
+    hub = run.hub.name
+    if hub in run.failed:
+        assert seen[hub]["failed"] == "kubeadm" and seen[hub]["message"], seen[hub]
+    for name in run.failed:
+        if name != hub:
+            assert seen[name]["failed"] == "api" and "did not answer" in seen[name]["message"], seen[name]

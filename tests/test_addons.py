@@ -471,3 +471,64 @@ def test_plan_shows_added_changed_removed_addons_with_one_line_apply_commands(tm
     out = wgkube("plan", str(spec), "-o", str(tmp_path / "out")).stdout
     line = next(ln for ln in out.splitlines() if ln.strip().startswith("helm upgrade --install gitlab-runner"))
     assert '--version "0.72.0"' in line and f'--kubeconfig "{kubeconfig}"' in line
+
+
+# --------------------------------------------------------------------------- status
+
+
+def test_status_reports_each_step_pending_applied_or_failed(tmp_path):
+    """The control plane's status reply lists every add-on step; `wgkube status` reads it back."""
+    from test_status import SCRIPT, log_of, make_state
+    from generator.proof import status as st
+    spec = write_spec(tmp_path, FULL + "status_endpoint: true\n")
+    set_password(spec)
+    wgkube("render", str(spec), "-o", str(tmp_path / "out"), "-q")
+    out = tmp_path / "out" / "demo"
+    assert "addons" not in files_of(out, "w1")[SCRIPT][0].decode(), "workers report no add-ons"
+    script = files_of(out, "hub")[SCRIPT][0].decode()
+    root = make_state(tmp_path / "node", ["preflight", "cni"], log_of(["preflight", "cni"], failed=("addons", "add-on step failed")),
+                      {"wgkube-firstboot": "failed"})
+    state = root / "addons"
+    state.mkdir()
+    (state / "registry-0-gitlab-runner.applied").write_text("2026-12-05T07:00:00Z\n")
+    (state / "addon-hello.failed").write_text('addon-hello: exit 1: error: "bad" \\ \x1b[31m manifest\n')
+    text = (script.replace("/var/lib/wgkube/phases", str(root / "phases")).replace("/var/log/wgkube-firstboot.log", str(root / "log"))
+            .replace("/var/lib/wgkube/addons", str(state)))
+    proc = subprocess.run(["sh", "-c", text], capture_output=True, text=True, env={**os.environ, "PATH": f"{root / 'bin'}:{os.environ['PATH']}"})
+    assert proc.returncode == 0, proc.stderr
+    reply = json.loads(proc.stdout)
+    assert reply["addons"] == [
+        {"step": "registry-0-gitlab-runner", "state": "applied", "message": None},
+        {"step": "addon-hello", "state": "failed", "message": 'addon-hello: exit 1: error: "bad" \\ ?[31m manifest'},
+        {"step": "addon-gitlab-runner", "state": "pending", "message": None}]
+    row = st.Row("hub", "node", "control-plane", "10.88.0.1")
+    st.interpret(row, reply, {}, {}, "10.88.0.0/24")
+    assert (row.state, row.phase) == ("failed", "addons")
+    assert "addon-hello failed (addon-hello: exit 1" in row.addons_text and "addon-gitlab-runner pending" in row.addons_text
+    assert st._row_json(row)["addons"][2]["state"] == "pending"
+    plain = st.Row("w1", "node", "worker", "10.88.0.2")
+    assert "addons" not in st._row_json(plain), "rows without add-ons keep the JSON shape they had"
+
+
+@pytest.mark.tools
+def test_status_script_with_addons_is_shellcheck_clean(tmp_path):
+    shellcheck = need("shellcheck")
+    spec = write_spec(tmp_path, FULL + "status_endpoint: true\n")
+    set_password(spec)
+    wgkube("render", str(spec), "-o", str(tmp_path / "out"), "-q")
+    script = tmp_path / "wgkube-status"
+    script.write_bytes(files_of(tmp_path / "out" / "demo", "hub")["/usr/local/sbin/wgkube-status"][0])
+    proc = subprocess.run([shellcheck, "-s", "sh", "-S", "style", str(script)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout
+
+
+def test_step_names_match_the_script():
+    from generator.plan import AddonStep, RegistryStep
+    from generator.daytwo.planning import plan_for
+    from generator.spec import parse_spec
+    import dataclasses
+    plan = plan_for(parse_spec(BASE).spec, None)
+    plan = dataclasses.replace(plan, _index={}, registries=(RegistryStep("r.example", "u", ("a", "b"), True, "wgkube-registry-r.example"),),
+                               addons=(AddonStep("x", "url", "https://e.example/x", url="https://e.example/x", sha256="0" * 64),))
+    script = addons_art.script(plan)
+    assert [ln.split()[1].strip('"') for ln in script.splitlines() if ln.startswith("step ")] == addons_art.step_names(plan)

@@ -40,6 +40,13 @@ def dockerconfigjson(server: str, username: str, password: str) -> str:
     return _go_json({"auths": {server: {"username": username, "password": password, "auth": auth}}})
 
 
+def step_names(plan: Plan) -> list[str]:
+    """The add-on script's steps in the order it runs them: each names its state files
+    (/var/lib/wgkube/addons/<step>.applied | .failed | .log), which `wgkube status` reads."""
+    return ([f"registry-{i}-{ns}" for i, r in enumerate(plan.registries) for ns in r.namespaces]
+            + [f"addon-{a.name}" for a in plan.addons])
+
+
 def registry_file(index: int) -> str:
     return f"registry-{index}.dockerconfigjson"
 

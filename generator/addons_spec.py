@@ -132,11 +132,7 @@ class Addon(_Strict):
     def _kind(self) -> "Addon":
         if (self.manifest is None) == (self.helm is None):
             raise ValueError("give exactly one of manifest or helm")
-        if self.manifest is not None and self.is_url and self.sha256 is None:
-            raise ValueError("a manifest URL needs its sha256 (download it once, check it, `sha256sum FILE`)")
-        if self.sha256 is not None and not (self.manifest is not None and self.is_url):
-            raise ValueError("sha256 is only for a manifest URL (a local file is embedded as it is)")
-        return self
+        return self  # manifest and sha256 together: check() below, at the manifest's line
 
     @property
     def is_url(self) -> bool:
@@ -188,6 +184,12 @@ def check(doc) -> list[Problem]:
             p.append(doc.problem(("addons", i, "name"), f"duplicate add-on name {a.name!r} (also at addons[{seen[a.name]}])",
                                  "every add-on needs its own name: it names its state on the control plane"))
         seen.setdefault(a.name, i)
+        if a.is_url and a.sha256 is None:
+            p.append(doc.problem(("addons", i, "manifest"), "a manifest URL needs its sha256",
+                                 "download it once, check it, and add sha256: \"$(sha256sum FILE)\" (the boot refuses any other content)"))
+        elif a.sha256 is not None and not a.is_url:
+            p.append(doc.problem(("addons", i, "manifest"), f"{shown(a.manifest or '')} is not an https URL, but sha256 is given",
+                                 "sha256 is only for a manifest URL; a local file (relative to the spec) is embedded as it is: drop sha256"))
     servers: dict[str, int] = {}
     for i, r in enumerate(spec.registries):
         key = r.server.lower()

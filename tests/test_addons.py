@@ -114,7 +114,7 @@ def run_bad(tmp_path: Path, text: str) -> str:
 
 
 BAD = [
-    ("url-without-sha", "addons:\n  - name: a\n    manifest: https://example.com/a.yaml\n", "addons[0]", 16, "needs its sha256"),
+    ("url-without-sha", "addons:\n  - name: a\n    manifest: https://example.com/a.yaml\n", "addons[0].manifest", 17, "needs its sha256"),
     ("http-url", "addons:\n  - name: a\n    manifest: http://example.com/a.yaml\n    sha256: " + "0" * 64 + "\n",
      "addons[0].manifest", 17, "not an https URL"),
     ("unquoted-digits-sha", "addons:\n  - name: a\n    manifest: https://example.com/a.yaml\n    sha256: 1234\n",

@@ -226,6 +226,7 @@ def test_control_plane_gets_the_addons_and_the_credential_0600(full_out):
     assert mode == 0o755
     cfg, mode = files["/etc/wgkube/addons/registry-0.dockerconfigjson"]
     assert mode == 0o600
+    assert cfg.decode() == addons_art.dockerconfigjson("registry.gitlab.com", "deploy-token", PASSWORD), "kubectl's bytes, no newline"
     auths = json.loads(cfg)["auths"]["registry.gitlab.com"]
     assert auths["password"] == PASSWORD and base64.b64decode(auths["auth"]).decode() == f"deploy-token:{PASSWORD}"
     assert files["/etc/wgkube/addons/hello.yaml"] == (MANIFEST.encode(), 0o600)

@@ -72,7 +72,9 @@ def node_files(plan: Plan, bundle: Bundle) -> list[tuple[str, str, int]]:
     """(path, content, mode) for the control plane. Manifests and values may hold secrets of their own: 0600."""
     files = [(SCRIPT_PATH, script(plan), 0o755)]
     for i, r in enumerate(plan.registries):
-        files.append((f"{FILES_DIR}/{registry_file(i)}", dockerconfigjson(r.server, r.username, bundle.registries[r.server]) + "\n", 0o600))
+        # Exactly kubectl's bytes, no final newline (so write_files carries it as base64): the secret
+        # made from it at boot holds what `kubectl create secret docker-registry` would have stored.
+        files.append((f"{FILES_DIR}/{registry_file(i)}", dockerconfigjson(r.server, r.username, bundle.registries[r.server]), 0o600))
     for a in plan.addons:
         if a.kind == "manifest":
             files.append((f"{FILES_DIR}/{a.name}.yaml", a.content, 0o600))

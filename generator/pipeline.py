@@ -14,7 +14,7 @@ from . import secrets as secrets_mod
 from .errors import Problem, UserError
 from .fsutil import lock, remove_stale_temps
 from .output import check_target, discard, read_manifest, recover, sha256, stage, switch
-from .plan import Member, Plan, plan_summary
+from .plan import Member, Plan, plan_summary, with_addons
 from .secrets import Age, Bundle
 from .spec import SpecDocument, load_spec
 from .daytwo.planning import plan_for, rekey_bundle
@@ -60,7 +60,7 @@ class Rendered:
 
 def prepare(spec_path: Path, secrets_path: Path | None = None, *, age: Age | None = None,
             rekey: str | None = None, rekey_join: bool = False, now: dt.datetime | None = None,
-            doc: SpecDocument | None = None) -> Prepared:
+            doc: SpecDocument | None = None, check_registries: bool = True) -> Prepared:
     """Everything up to (not including) writing. Raises UserError on any problem.
     rekey: a member that gets a new WireGuard key (or, with rekey_join, a new join credential)."""
     age = age if age is not None else Age.from_env()
@@ -71,12 +71,23 @@ def prepare(spec_path: Path, secrets_path: Path | None = None, *, age: Age | Non
     changes: list[str] = []
     if rekey is not None:  # day two: `wgkube rekey` replaces one secret before planning
         existing, changes = rekey_bundle(doc, existing, rekey, rekey_join, now, bundle_path)
-    plan = plan_for(doc.spec, existing, hub_changes=rekey is not None and not rekey_join, now=now)
+    plan = with_addons(plan_for(doc.spec, existing, hub_changes=rekey is not None and not rekey_join, now=now), doc)
     bundle, added = secrets_mod.populate(existing, plan, now)
+    if check_registries:
+        secrets_mod.check_registry_passwords(doc, bundle)
     convert = bool(age.recipients) and (not secrets_mod.is_encrypted(bundle_path)
                                         or sorted(age.recipients) != sorted(bundle.age_recipients))
     warnings = [w for w in (secrets_mod.loose_permissions(bundle_path), secrets_mod.legacy_join_warning(bundle, plan)) if w]
     return Prepared(doc, plan, bundle, bundle_path, changes + added, age=age, convert=convert, warnings=warnings)
+
+
+def precheck(spec_path: Path, secrets_path: Path | None, age: Age | None, doc: SpecDocument) -> None:
+    """What can be refused before the lock file is made (a refused run leaves nothing behind):
+    issue 18, a registry whose password is not in the bundle. prepare() checks it again, locked."""
+    if doc.spec.registries:
+        age = age if age is not None else Age.from_env()
+        path = secrets_mod.locate(spec_path, secrets_path, age)
+        secrets_mod.check_registry_passwords(doc, secrets_mod.load(path, doc.spec.name, age))
 
 
 def inspect(spec_path: Path, secrets_path: Path | None = None, *, age: Age | None = None) -> Prepared:
@@ -86,7 +97,9 @@ def inspect(spec_path: Path, secrets_path: Path | None = None, *, age: Age | Non
     doc = load_spec(spec_path)
     bundle_path = secrets_mod.locate(spec_path, secrets_path, age)
     existing = secrets_mod.load(bundle_path, doc.spec.name, age)
-    plan = plan_for(doc.spec, existing)
+    plan = with_addons(plan_for(doc.spec, existing), doc)
+    if doc.spec.registries:  # issue 18: the same refusal as render, before anything is rendered
+        secrets_mod.check_registry_passwords(doc, existing)
     warnings = [secrets_mod.loose_permissions(bundle_path)]
     if existing is not None:  # workers still on a join certificate from an older wgkube
         warnings.append(secrets_mod.legacy_join_warning(existing, plan))
@@ -119,10 +132,22 @@ def fit_user_data(plan: Plan, member: Member, files: list["cloudinit.NodeFile"],
         raise UserError(Problem(
             f"nodes.{member.name}", f"user-data is {sizes['plain']} bytes plain, {min(exc.sizes.values())} at best "
             f"({', '.join(f'{k} {v}' for k, v in exc.sizes.items())}); {prov.title} accepts at most {prov.limit}",
-            "deliver this node with its seed ISO or a Packer image (`--provider none`), or pick a provider with a larger limit")) from None
+            "deliver this node with its seed ISO or a Packer image (`--provider none`), or pick a provider with a larger limit"
+            + _largest_addon_files(files))) from None
     report = NodeReport(member.name, member.role, member.vpn_ip, member.endpoint or "(behind NAT)", prov.name, encoding, sizes,
                         inner={f.path: sha256(f.content.encode()) for f in files})
     return variants[encoding], report
+
+
+def _largest_addon_files(files) -> str:
+    """Issue 18: an embedded add-on manifest or values file counts like every other file; name the
+    biggest ones, so the message says what to move to an https URL."""
+    from .artifacts.addons import FILES_DIR
+    big = sorted((f for f in files if f.path.startswith(FILES_DIR + "/")), key=lambda f: -len(f.content))[:3]
+    if not big:
+        return ""
+    return ("; the largest embedded add-on files are " + ", ".join(f"{f.path} ({len(f.content.encode())} bytes)" for f in big)
+            + ": serve a big manifest over https (manifest: <URL> with sha256:) instead")
 
 
 def render_all(plan: Plan, bundle: Bundle, provider: str | None = None, iso: bool = True, packer: bool = True,
@@ -165,6 +190,12 @@ def render_all(plan: Plan, bundle: Bundle, provider: str | None = None, iso: boo
             files[f"packer-base/{rel}"] = item
     for member in plan.admins:
         files.update(admin_art.files(plan, bundle, member))
+    # issue 18: the add-on files as the control plane has them, for `wgkube plan`'s apply command
+    for step in plan.addons:
+        if step.kind == "manifest":
+            files[f"addons/{step.name}.yaml"] = (step.content.encode(), 0o600)
+        elif step.kind == "helm" and step.content:
+            files[f"addons/{step.name}.values.yaml"] = (step.content.encode(), 0o600)
     files["plan.json"] = (json.dumps(plan_summary(plan), indent=1, sort_keys=True).encode() + b"\n", 0o644)
     # day two: the hub's live peer update (public keys only), applied over the VPN
     if plan.mesh is None:

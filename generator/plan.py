@@ -74,6 +74,31 @@ class Slot:
 
 
 @dataclass(frozen=True)
+class AddonStep:
+    """Issue 18: one add-on as the control plane applies it (docs/addons.md)."""
+    name: str
+    kind: str            # "manifest" (embedded file) | "url" (downloaded, sha256 checked) | "helm"
+    source: str          # what the spec said (file path, URL, chart@version): for messages and plan
+    content: str = ""    # manifest: the file's text; helm: the values as YAML ("" = none)
+    url: str = ""
+    sha256: str = ""
+    chart: str = ""
+    repository: str = ""
+    version: str = ""
+    namespace: str = ""
+
+
+@dataclass(frozen=True)
+class RegistryStep:
+    """Issue 18: a pull secret made in each namespace (the password is in the bundle, not here)."""
+    server: str
+    username: str
+    namespaces: tuple[str, ...]
+    patch_default_service_account: bool
+    secret_name: str
+
+
+@dataclass(frozen=True)
 class Plan:
     cluster: str
     kubernetes: str
@@ -107,6 +132,9 @@ class Plan:
     failover: tuple[int, int, int, int] = (2, 1, 3, 10)
     # issue 15: the status endpoint on every node (spec status_endpoint, off unless asked for).
     status_endpoint: bool = False
+    # issue 18: add-ons and registry pull secrets, on the control plane only (empty = as before)
+    addons: tuple[AddonStep, ...] = ()
+    registries: tuple[RegistryStep, ...] = ()
     _index: dict = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -327,7 +355,21 @@ def plan_summary(plan: Plan) -> dict:
                        "failover": {"interval": interval, "timeout": timeout, "misses": misses, "return_after": return_after}}
     if plan.status_endpoint:
         out["status_endpoint"] = {"port": facts.STATUS_PORT}
+    if plan.addons or plan.registries:  # issue 18: only when there are any (plan.json stays as it was)
+        out["addons"] = [{"name": a.name, "kind": a.kind, "source": a.source, "digest": addon_digest(a)} for a in plan.addons]
+        out["registries"] = [{"server": r.server, "username": r.username, "namespaces": list(r.namespaces),
+                              "patch_default_service_account": r.patch_default_service_account, "secret": r.secret_name}
+                             for r in plan.registries]
     return out
+
+
+def addon_digest(step: AddonStep) -> str:
+    """What makes an add-on what it is (its text, URL and hash, chart, version, values), hashed:
+    `wgkube plan` compares it with the last render's plan.json to call an add-on changed."""
+    import hashlib
+    import json
+    fields = {k: v for k, v in step.__dict__.items() if k != "source"}
+    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
 
 
 def _summary(plan: Plan) -> dict:
@@ -352,3 +394,29 @@ def _summary(plan: Plan) -> dict:
             for m in plan.members
         ],
     }
+
+
+def with_addons(plan: Plan, doc) -> Plan:
+    """Issue 18: the spec's add-ons and registries, with the local files load_spec read, in the plan."""
+    import dataclasses
+
+    import yaml
+    spec = doc.spec
+    if not spec.addons and not spec.registries:
+        return plan
+    steps = []
+    for i, a in enumerate(spec.addons):
+        if a.helm is not None:
+            h = a.helm
+            values = doc.local_files.get(("addons", i, "helm", "values_file"), "")
+            if h.values is not None:
+                values = yaml.safe_dump(h.values, sort_keys=True, default_flow_style=False) if h.values else ""
+            steps.append(AddonStep(a.name, "helm", f"{h.chart} {h.version} from {h.repository}", content=values,
+                                   chart=h.chart, repository=h.repository, version=h.version, namespace=h.namespace))
+        elif a.is_url:
+            steps.append(AddonStep(a.name, "url", a.manifest, url=a.manifest, sha256=a.sha256 or ""))
+        else:
+            steps.append(AddonStep(a.name, "manifest", a.manifest, content=doc.local_files.get(("addons", i, "manifest"), "")))
+    regs = tuple(RegistryStep(r.server, r.username, tuple(r.namespaces), r.patch_default_service_account, r.secret_name)
+                 for r in spec.registries)
+    return dataclasses.replace(plan, addons=tuple(steps), registries=regs, _index={})

@@ -17,7 +17,8 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
-from . import versions
+from . import addons_spec, versions
+from .addons_spec import Addon, Registry
 from .errors import Problem, UserError, shown
 
 DNS_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
@@ -256,6 +257,9 @@ class ClusterSpec(Strict):
     admins: list[Admin] = Field(default_factory=list)
     # Issue 15, opt-in so a spec written before it renders byte for byte as before; `wgkube init` writes true.
     status_endpoint: bool = Field(False, description="serve each node's state read-only on <VPN IP>:10280/tcp for `wgkube status` and `wgkube graph --live` (a systemd socket, VPN members only; about 2.4 KB of user-data per node)")
+    # Issue 18: applied once each on the control plane after the CNI; absent = nothing, output as before.
+    addons: list[Addon] = Field(default_factory=list, description="applied in order on the control plane after the CNI, each once: a manifest (file or https URL with sha256) or a pinned Helm chart (docs/addons.md)")
+    registries: list[Registry] = Field(default_factory=list, description="private registry pull secrets made on the control plane; the password is in the secrets bundle (wgkube secret set registry.<server>)")
 
     @field_validator("kubernetes", mode="before")
     @classmethod
@@ -470,6 +474,8 @@ class SpecDocument:
         self.spec = spec
         self.lines = lines
         self.source = source
+        # issue 18: the local files add-ons name, read by load_spec ({spec path of the field: text})
+        self.local_files: dict[tuple, str] = {}
 
     def line(self, loc: tuple) -> int | None:
         return line_of(self.lines, loc)
@@ -579,7 +585,10 @@ def read_spec_text(path: Path) -> str:
 
 
 def load_spec(path: Path) -> SpecDocument:
-    return parse_spec(read_spec_text(path), str(path))
+    doc = parse_spec(read_spec_text(path), str(path))
+    if doc.spec.addons:
+        doc.local_files = addons_spec.read_local(doc, path.parent)
+    return doc
 
 
 # --------------------------------------------------------------------------- semantics
@@ -690,6 +699,7 @@ def check_semantics(doc: SpecDocument) -> list[Problem]:
             if ipaddress.ip_address(n.network.gateway) not in net:
                 p.append(doc.problem(("nodes", i, "network", "gateway"), f"gateway {n.network.gateway} is not inside {net}", "the gateway must be on the node's own subnet"))
     p += _check_relays(doc)
+    p += addons_spec.check(doc)
     return p
 
 

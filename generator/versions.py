@@ -49,3 +49,15 @@ APT_PACKAGES = ("wireguard-tools", "nftables", "curl", "ca-certificates", "gpg",
 DNF_PACKAGES = ("wireguard-tools", "nftables", "ethtool", "conntrack-tools", "container-selinux")
 # apt: how long first boot waits for the dpkg lock (unattended-upgrades runs on first boot too).
 APT_LOCK_TIMEOUT = 900
+
+# Issue 18: Helm for `helm:` add-ons, a pinned release tarball whose sha256 the control plane
+# checks before unpacking (docs/addons.md says why not a package repository). The checksums are
+# those Helm publishes beside each tarball (https://get.helm.sh/helm-v3.18.4-linux-<arch>.tar.gz.sha256sum),
+# as mirrored in argoproj/argo-cd hack/installers/checksums/helm-v3.18.4-linux-{amd64,arm64}.tar.gz.sha256
+# (commits 714e5731 and ebf35a8d). Bump all three together.
+HELM_VERSION = "v3.18.4"
+HELM_URL = "https://get.helm.sh/helm-{version}-linux-{arch}.tar.gz"
+HELM_SHA256 = {
+    "amd64": "f8180838c23d7c7d797b208861fecb591d9ce1690d8704ed1e4cb8e2add966c1",
+    "arm64": "c0a45e67eef0c7416a8a8c9e9d5d2d30d70e4f4d3f7bea5de28241fffa8f3b89",
+}

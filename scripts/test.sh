@@ -22,6 +22,12 @@ missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
 done
+# kubectl (tests/test_addons.py compares the dockerconfigjson with kubectl's own): Debian ships
+# it as kubernetes-client; skipped when some kubectl is already installed (another package
+# owning /usr/bin/kubectl, e.g. Google Cloud SDK's, would conflict with it).
+if ! command -v kubectl >/dev/null 2>&1 && ! dpkg-query -W -f='${Status}' kubernetes-client 2>/dev/null | grep -q "install ok installed"; then
+    missing+=(kubernetes-client)
+fi
 if [ "${#missing[@]}" -gt 0 ]; then
     echo "installing: ${missing[*]}"
     $SUDO apt-get update -qq

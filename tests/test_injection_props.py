@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import io
+import json
 import re
 import shutil
 import subprocess
@@ -35,6 +36,7 @@ from generator.artifacts.cloudinit import decode_user_data, extract_files
 from generator.daytwo.planning import plan_for
 from generator.errors import UserError
 from generator.pipeline import render_all
+from generator.plan import with_addons
 from generator.spec import format_path, parse_spec
 
 EXAMPLES = 120
@@ -60,6 +62,12 @@ BASE = {
         {"name": "w2", "role": "worker", "os": "ubuntu-24.04", "vpn_ip": "10.88.0.20"},
     ],
     "admins": [{"name": "laptop"}],
+    # issue 18: every add-on kind whose values reach the control plane's add-on script
+    "registries": [{"server": "registry.example.com:5050", "username": "deploy-token", "namespaces": ["apps"],
+                    "patch_default_service_account": True}],
+    "addons": [{"name": "remote", "manifest": "https://example.com/m.yaml?v=1", "sha256": "a" * 64},
+               {"name": "runner", "helm": {"chart": "gitlab-runner", "repository": "https://charts.gitlab.io",
+                                            "version": "0.71.0", "namespace": "runner", "values": {"k": "v"}}}],
 }
 
 # Every field whose text reaches a generated file, with a valid value to splice hostile text into.
@@ -88,6 +96,15 @@ FIELDS: list[tuple[tuple, str]] = [
     (("nodes", 2, "vpn_ip"), "10.88.0.20"),
     (("nodes", 2, "os"), "ubuntu-24.04"),
     (("admins", 0, "name"), "laptop"),
+    (("registries", 0, "server"), "registry.example.com:5050"),
+    (("registries", 0, "username"), "deploy-token"),
+    (("registries", 0, "namespaces", 0), "apps"),
+    (("addons", 0, "manifest"), "https://example.com/m.yaml?v=1"),
+    (("addons", 0, "sha256"), "a" * 64),
+    (("addons", 1, "helm", "chart"), "gitlab-runner"),
+    (("addons", 1, "helm", "repository"), "https://charts.gitlab.io"),
+    (("addons", 1, "helm", "version"), "0.71.0"),
+    (("addons", 1, "helm", "namespace"), "runner"),
 ]
 
 HOSTILE = ["\n", "\r", "\r\n", "\n    post-up id >/tmp/pwned; true", "%x\n  dns-nameservers 1.1.1.1", "%eth0", '"', "'",
@@ -129,6 +146,9 @@ NEAR = {
     "nodes[1].network.gateway": st.builds(lambda n: f"2001:db8::{n:x}", st.integers(1, 65535)),
     "nodes[1].network.address": st.builds(lambda n, p: f"2001:db8::{n:x}/{p}", st.integers(1, 65535), st.integers(48, 64)),
     "nodes[0].network.address": st.builds(lambda n, p: f"203.0.113.{n}/{p}", st.integers(1, 254), st.integers(8, 24)),
+    "registries[0].namespaces": _label, "addons[1].helm.namespace": _label,
+    "registries[0].server": st.from_regex(r"[a-z0-9]{1,8}(\.[a-z0-9-]{0,5}[a-z0-9]){0,3}(:[1-9][0-9]{0,3})?", fullmatch=True),
+    "addons[1].helm.version": st.from_regex(r"v?[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}(-[a-z0-9.]{1,8})?", fullmatch=True),
     "nodes[1].expose": st.builds(lambda a, p: f"{a}/{p}", st.integers(1, 65535), st.sampled_from(["tcp", "udp"])),
 }
 
@@ -159,8 +179,9 @@ def render_text(text: str):
     doc = parse_spec(text)
     existing = copy.deepcopy(_base_bundle())
     existing.cluster = doc.spec.name
-    plan = plan_for(doc.spec, existing)
+    plan = with_addons(plan_for(doc.spec, existing), doc)
     bundle, _ = secrets_mod.populate(existing, plan, NOW)
+    bundle.registries = {r.server: 'pass"word\\$(id)`x`' for r in doc.spec.registries}
     rendered = render_all(plan, bundle, iso=False, packer=True)
     return plan, {rel: data for rel, (data, _mode) in rendered.files.items()}
 
@@ -280,7 +301,11 @@ def test_yaml_files_keep_their_key_tree(case):
                 assert shape(got) == shape(want), rel
                 assert [e["path"] for e in got["write_files"]] == [e["path"] for e in want["write_files"]]
                 got_files, want_files = extract_files(files[rel]), extract_files(base[rel])
-                for inner in ("/etc/wgkube/kubeadm.yaml", "/etc/wgkube/flannel.yaml", "/etc/wgkube/join.kubeconfig"):
+                for inner in ("/etc/wgkube/addons/registry-0.dockerconfigjson",):  # issue 18: one JSON document, same shape
+                    if inner in want_files:
+                        assert shape(json.loads(got_files[inner][0])["auths"].popitem()[1]) == shape(json.loads(want_files[inner][0])["auths"].popitem()[1])
+                for inner in ("/etc/wgkube/kubeadm.yaml", "/etc/wgkube/flannel.yaml", "/etc/wgkube/join.kubeconfig",
+                              "/etc/wgkube/addons/runner.values.yaml"):
                     if inner in want_files:
                         g = list(yaml.safe_load_all(got_files[inner][0]))
                         w = list(yaml.safe_load_all(want_files[inner][0]))
@@ -328,6 +353,7 @@ def _scripts(files: dict[str, bytes], plan) -> dict[str, str]:
     for i, _m in enumerate(plan.nodes):
         out[f"<m{i}>/firstboot"] = node_file(files, f"<m{i}>", SCRIPTS[0])
         out[f"<m{i}>/provision.sh"] = files[f"nodes/<m{i}>/packer/provision.sh"].decode()
+    out["addons"] = node_file(files, "<m0>", "/usr/local/sbin/wgkube-addons")  # issue 18: the control plane's
     out["hub-update"] = next(v.decode() for k, v in files.items() if k.startswith("hub-update/"))
     out["base-provision"] = files["packer-base/worker/provision.sh"].decode()
     return out
@@ -368,7 +394,9 @@ def test_wireguard_and_systemd_files_keep_sections_and_keys(case):
             if rel.endswith(".conf") and (rel.startswith("wireguard/") or rel.startswith("admins/")):
                 # As a multiset: a renamed member gets a new VPN address (the old one is retired
                 # for 30 days, docs/day-two.md), so its [Peer] may move; no section or key may appear.
-                assert sorted(ini_sections(files[rel].decode())) == sorted(ini_sections(base[rel].decode())), rel
+                # A valid other interface name (vpn.interface) names the file differently: same folder, <iface>.conf.
+                got_rel = rel if rel in files else f"{rel.rsplit('/', 1)[0]}/{plan.interface}.conf"
+                assert sorted(ini_sections(files[got_rel].decode())) == sorted(ini_sections(base[rel].decode())), rel
         for i, _m in enumerate(plan.nodes):
             got, want = extract_files(files[f"nodes/<m{i}>/user-data"]), extract_files(base[f"nodes/<m{i}>/user-data"])
             for inner, (data, _mode) in want.items():
@@ -460,7 +488,7 @@ def test_scripts_pass_bash_n_and_shellcheck_and_rulesets_nft_c(tmp_path_factory,
         path = tmp / name.replace("/", "_").replace("<", "").replace(">", "")
         path.write_text(script)
         assert subprocess.run(["bash", "-n", str(path)], capture_output=True).returncode == 0, name
-        proc = subprocess.run([shellcheck, "-S", "warning", "-s", "bash" if "firstboot" in name or "hub" in name else "sh", str(path)],
+        proc = subprocess.run([shellcheck, "-S", "warning", "-s", "bash" if "firstboot" in name or "hub" in name or name == "addons" else "sh", str(path)],
                               capture_output=True, text=True)
         assert proc.returncode == 0, (name, proc.stdout)
     if shutil.which("nft") and __import__("os").geteuid() == 0:

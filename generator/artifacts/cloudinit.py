@@ -21,7 +21,7 @@ from ..plan import Member, Plan
 from ..secrets import Bundle
 from .encode import comment, yaml_scalar
 from .templates import render
-from . import failover, firewall, join, kubeadm, status, wireguard
+from . import addons, failover, firewall, join, kubeadm, status, wireguard
 
 ENCODINGS = ("plain", "gz+b64", "gzip")
 
@@ -37,7 +37,7 @@ def first_boot_script(plan: Plan, member: Member) -> str:
     """Same for every node of one role and package family but for the node's name: rendered once
     per kind with a stand-in name, which is then replaced (tests compare with a direct render)."""
     text = _first_boot_for_kind(member.role, member.package_family, member.os, plan.kubernetes, plan.cluster,
-                                plan.api_address, plan.api_port, plan.interface, plan.port)
+                                plan.api_address, plan.api_port, plan.interface, plan.port, addons.wanted(plan, member))
     return text.replace(_NAME_STANDIN, member.name)
 
 
@@ -46,15 +46,15 @@ _NAME_STANDIN = "@@wgkube-node-name@@"
 
 @lru_cache(maxsize=64)
 def _first_boot_for_kind(role: str, family: str | None, os_name: str | None, kubernetes: str, cluster: str, api_address: str,
-                         api_port: int, interface: str, port: int) -> str:
+                         api_port: int, interface: str, port: int, with_addons: bool = False) -> str:
     from types import SimpleNamespace
     plan = SimpleNamespace(kubernetes=kubernetes, cluster=cluster, api_address=api_address, api_port=api_port,
                            interface=interface, port=port)
     member = SimpleNamespace(name=_NAME_STANDIN, role=role, package_family=family, os=os_name)
-    return render_first_boot(plan, member)
+    return render_first_boot(plan, member, with_addons)
 
 
-def render_first_boot(plan, member) -> str:
+def render_first_boot(plan, member, with_addons: bool = False) -> str:
     """The first-boot script rendered directly (the reference for first_boot_script). Every URL,
     package name and version in it comes from generator/versions.py."""
     apt = member.package_family == "apt"
@@ -67,7 +67,8 @@ def render_first_boot(plan, member) -> str:
                   apt_packages=" ".join(versions.APT_PACKAGES), dnf_packages=" ".join(versions.DNF_PACKAGES),
                   apt_lock_timeout=versions.APT_LOCK_TIMEOUT,
                   cri_socket=kubeadm.CRI_SOCKETS[kubeadm.runtime_for(member)],
-                  flannel_image=versions.FLANNEL_IMAGE, cni_plugin_image=versions.FLANNEL_CNI_PLUGIN_IMAGE)
+                  flannel_image=versions.FLANNEL_IMAGE, cni_plugin_image=versions.FLANNEL_CNI_PLUGIN_IMAGE,
+                  addons=with_addons, addons_script=addons.SCRIPT_PATH)
 
 
 def flannel_manifest(plan: Plan) -> str:
@@ -126,6 +127,9 @@ def node_files(plan: Plan, bundle: Bundle, member: Member) -> list[NodeFile]:
             NodeFile(failover.UNIT_PATH, failover.unit(iface)),
             NodeFile(failover.dropin_path(iface), failover.dropin()),
         ]
+    # Add-ons and registry pull secrets (issue 18): the control plane only, and only when the spec has them.
+    if addons.wanted(plan, member):
+        files += [NodeFile(path, content, mode) for path, content, mode in addons.node_files(plan, bundle)]
     # Status endpoint (issue 15, spec status_endpoint): the reply script, a socket on the VPN
     # address, its per-connection service.
     if plan.status_endpoint:

@@ -29,7 +29,9 @@ def _same_everywhere(template: str) -> str:
 
 
 def script(plan: Plan, member: Member) -> str:
-    return render("wgkube-status.sh.j2", member=member, interface=plan.interface, runtime=runtime_for(member))
+    from . import addons  # issue 18: the control plane with add-ons reports each step's state
+    steps = addons.step_names(plan) if addons.wanted(plan, member) else []
+    return render("wgkube-status.sh.j2", member=member, interface=plan.interface, runtime=runtime_for(member), addon_steps=steps)
 
 
 def socket_unit(plan: Plan, member: Member) -> str:

@@ -53,6 +53,7 @@ def register(app: typer.Typer, user_errors) -> None:
         output = output_dir(spec, output)
         age = Age.from_env(age_recipient, age_identity)
         doc = load_spec(spec)  # a refused spec leaves nothing behind, not even the lock file
+        pipeline.precheck(spec, secrets, age, doc)
         with pipeline.locked(spec, secrets):
             prepared = pipeline.prepare(spec, secrets, age=age, rekey=node, rekey_join=join, doc=doc)
             cluster_dir = output / prepared.plan.cluster

@@ -73,8 +73,10 @@ def register(app: typer.Typer, user_errors) -> None:
         out_root = output_dir(spec, output)
         from ..spec import load_spec
         doc = load_spec(spec)  # a refused spec leaves nothing behind, not even the lock file
+        age = age_options(age_recipient, age_identity)
+        pipeline.precheck(spec, secrets, age, doc)
         with pipeline.locked(spec, secrets):
-            prepared = pipeline.prepare(spec, secrets, age=age_options(age_recipient, age_identity), doc=doc)
+            prepared = pipeline.prepare(spec, secrets, age=age, doc=doc)
             n = len(prepared.plan.nodes)
             with _Progress(n, not quiet and not as_json) as progress:
                 rendered = pipeline.render_all(prepared.plan, prepared.bundle, provider=provider, iso=iso, packer=packer,

@@ -75,6 +75,8 @@ def renderable(report, width: int):
         notes = [Text(f"{r.name} failed in phase {r.phase}: {r.message}", style="red")
                  for r in report.rows if r.state == "failed" and r.message]
         notes += [Text(f"{r.name}: {r.hint}", style="dim") for r in report.rows if r.hint]
+        notes += [Text(f"{r.name} add-ons: {r.addons_text}", style="red" if any(a["state"] == "failed" for a in r.addons) else "")
+                  for r in report.rows if r.addons]
         return Group(t, *notes, *foot)
     blocks = [Text(title, style="bold")]
     for r in report.rows:
@@ -91,6 +93,8 @@ def renderable(report, width: int):
             if _units(r):
                 b.append(f"  runtime: {_units(r)}\n")
             b.append(f"  handshakes: {handshake_summary(r)}\n")
+            if r.addons:
+                b.append(f"  add-ons: {r.addons_text}\n")
         blocks.append(b)
     return Group(*blocks, *foot)
 

@@ -16,6 +16,8 @@ def _category(path: str, iface: str) -> str:
         return "live"       # the running tunnel: apply by hand (hub-update script, or the node's new conf)
     if path == "/etc/wgkube/failover.conf":
         return "live"       # mesh: the peer update script installs it with the peers and restarts the loop
+    if path.startswith("/etc/wgkube/addons/") or path == "/usr/local/sbin/wgkube-addons":
+        return "addon"      # issue 18: applied once at first boot; on a running cluster, over the VPN (`wgkube plan`)
     if path in ("/etc/wgkube/firewall.nft", "/etc/sysctl.d/90-wgkube.conf", "/etc/modules-load.d/wgkube.conf",
                 "/usr/local/sbin/wgkube-failover") \
             or path.startswith("/etc/systemd/") or path.startswith("/etc/udev/"):
@@ -49,6 +51,8 @@ class Report:
     cluster_files: list[FileChange]
     actions: list[str]
     secrets: list[str]
+    # issue 18: (name, added | changed | removed | unchanged, what the spec says) per add-on and registry
+    addons: list[tuple[str, str, str]] = field(default_factory=list)
 
     @property
     def hub_must_update(self) -> bool:
@@ -108,7 +112,62 @@ def diff(old: dict | None, new: dict, plan: Plan, bundle: Bundle, out_hint: str,
     was = (old_plan or {}).get("kubernetes")
     if old is not None and was and was != plan.kubernetes:
         actions.insert(0, kubernetes_change(was, plan.kubernetes))
-    return Report(plan.cluster, old is not None, members, cluster_files, actions, secrets_added)
+    addon_changes = addon_diff(old_plan, plan) if old is not None else [(a.name, "added", a.source) for a in plan.addons]
+    if old is not None:
+        actions += addon_actions(addon_changes, old_plan, plan, out_hint)
+    return Report(plan.cluster, old is not None, members, cluster_files, actions, secrets_added, addon_changes)
+
+
+def addon_diff(old_plan: dict | None, plan: Plan) -> list[tuple[str, str, str]]:
+    """Issue 18: add-ons and registries against the last render's plan.json, in spec order, removed last."""
+    from ..plan import addon_digest, plan_summary
+    old = {a["name"]: a for a in (old_plan or {}).get("addons", [])}
+    out = []
+    for step in plan.addons:
+        was = old.pop(step.name, None)
+        status = "added" if was is None else "unchanged" if was.get("digest") == addon_digest(step) else "changed"
+        out.append((step.name, status, step.source))
+    out += [(name, "removed", str(a.get("source", ""))) for name, a in old.items()]
+    old_regs = {r["server"]: r for r in (old_plan or {}).get("registries", [])}
+    new_regs = {r["server"]: r for r in plan_summary(plan).get("registries", [])}
+    for server, r in new_regs.items():
+        was = old_regs.pop(server, None)
+        status = "added" if was is None else "unchanged" if was == r else "changed"
+        out.append((f"registry {server}", status, f"{r['username']} in {', '.join(r['namespaces'])}"))
+    out += [(f"registry {server}", "removed", "") for server in old_regs]
+    return out
+
+
+def addon_actions(changes: list[tuple[str, str, str]], old_plan: dict | None, plan: Plan, out_hint: str) -> list[str]:
+    """A running control plane applied its add-ons once, at first boot: wgkube never re-renders a node
+    to change them. Each added or changed one gets the line that applies it over the VPN."""
+    from ..artifacts.addons import apply_command
+    admin = next((m.name for m in plan.admins), None)
+    kubeconfig = f"{out_hint}/admins/{admin}/kubeconfig" if admin else "ADMIN-KUBECONFIG"
+    steps = {a.name: a for a in plan.addons}
+    regs = {f"registry {r.server}": r for r in plan.registries}
+    out = []
+    for name, status, _source in changes:
+        if status in ("added", "changed") and name in steps:
+            out.append(f"add-on {name} is {status}: the running control plane applied its add-ons once, at first boot, and does not again; after `wgkube render`, apply it over the VPN:\n    "
+                       + apply_command(plan, steps[name], kubeconfig, out_hint))
+        elif status in ("added", "changed") and name in regs:
+            r = regs[name]
+            ns = " ".join(r.namespaces)
+            out.append(f"{name} is {status}: on a running cluster, make its pull secret over the VPN (the token from your file, "
+                       f"never typed on the command line):\n    for ns in {ns}; do kubectl --kubeconfig {kubeconfig} -n \"$ns\" create secret "
+                       f"docker-registry {r.secret_name} --docker-server={r.server} --docker-username={r.username} "
+                       f"--docker-password=\"$(cat token-file)\" --dry-run=client -o yaml | kubectl --kubeconfig {kubeconfig} apply -f -; done")
+        elif status == "removed" and name.startswith("registry "):
+            secret = next((r.get("secret") for r in (old_plan or {}).get("registries", []) if f"registry {r.get('server')}" == name), None)
+            out.append(f"{name} left the spec: wgkube deletes nothing on a running cluster; remove its pull secret by hand "
+                       f"if you mean to: kubectl --kubeconfig {kubeconfig} -n NAMESPACE delete secret {secret or 'wgkube-registry-...'}")
+        elif status == "removed":
+            old_kind = next((a.get("kind") for a in (old_plan or {}).get("addons", []) if a.get("name") == name), "")
+            how = (f"helm uninstall {name} --kubeconfig {kubeconfig} --namespace NAMESPACE" if old_kind == "helm"
+                   else f"kubectl --kubeconfig {kubeconfig} delete -f <the manifest it applied>")
+            out.append(f"add-on {name} left the spec: wgkube deletes nothing on a running cluster; remove it by hand if you mean to: {how}")
+    return out
 
 
 def latest_retired(bundle: Bundle, name: str) -> dict:

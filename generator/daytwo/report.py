@@ -25,6 +25,10 @@ def format_report(report: Report, title: str) -> str:
     lines.append(f"  {'(cluster)':<{width}}  {'changed' if cl else 'unchanged'}")
     for f in cl:
         lines.append(f"  {'':<{width}}    {f.status:<8} {f.path}")
+    if report.addons:  # issue 18
+        lines.append("add-ons:")
+        width_a = max(len(n) for n, _, _ in report.addons)
+        lines += [f"  {name:<{width_a}}  {status:<9} {source}" for name, status, source in report.addons]
     if report.actions:
         lines.append("by hand:")
         lines += [f"  - {a}" for a in report.actions]
@@ -44,4 +48,4 @@ def report_json(report: Report) -> dict:
         "cluster_files": {f.path: f.status for f in report.cluster_files},
         "actions": report.actions,
         "secrets": report.secrets,
-    }
+    } | ({"addons": [{"name": n, "status": st, "source": src} for n, st, src in report.addons]} if report.addons else {})

@@ -63,6 +63,11 @@ class Row:
     ready: bool | None = None       # Kubernetes node Ready; None = not known
     internal_ip: str | None = None
     internal_ip_ok: bool | None = None   # INTERNAL-IP is the VPN address
+    addons: list[dict] = field(default_factory=list)  # issue 18: [{step, state: pending|applied|failed, message}]
+
+    @property
+    def addons_text(self) -> str:
+        return ", ".join(f"{a['step']} {a['state']}" + (f" ({a['message']})" if a.get("message") else "") for a in self.addons)
 
     @property
     def phase_text(self) -> str:
@@ -95,6 +100,8 @@ class Report:
 def _row_json(r: Row) -> dict:
     d = asdict(r)
     d["phases_done"] = [{"phase": p, "at": at} for p, at in r.phases_done]
+    if not r.addons:
+        d.pop("addons")  # issue 18: only on a control plane with add-ons
     return d
 
 
@@ -204,6 +211,9 @@ def interpret(row: Row, reply: dict, names_by_key: dict[str, str], by_ip: dict[s
     row.phases_done = done
     fb = reply.get("firstboot") or {}
     row.units = {str(k): str(v) for k, v in (reply.get("units") or {}).items()}
+    row.addons = [{"step": str(a.get("step")), "state": str(a.get("state")),
+                   "message": None if a.get("message") is None else str(a.get("message"))}
+                  for a in (reply.get("addons") or []) if isinstance(a, dict)]
     unit = row.units.get("wgkube-firstboot", "")
     if fb.get("failed"):
         row.state, row.phase, row.message = "failed", fb["failed"], fb.get("message")

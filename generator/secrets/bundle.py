@@ -84,6 +84,9 @@ class Bundle:
     # or {cert, key} (a client certificate, made by wgkube before issue 11 item 12; still honoured)
     joins: dict[str, dict] = field(default_factory=dict)
     age_recipients: list[str] = field(default_factory=list)  # who an encrypted bundle is encrypted to
+    # issue 18: registry server -> password or token (`wgkube secret set registry.<server>`); written
+    # only when there is one, so a bundle without registries is byte for byte as before
+    registries: dict[str, str] = field(default_factory=dict)
 
     # -- what the plan and renderers need
     def addresses(self) -> dict[str, str]:
@@ -117,6 +120,8 @@ class Bundle:
                 "joins": self.joins}
         if self.age_recipients:
             data["age_recipients"] = list(self.age_recipients)
+        if self.registries:
+            data["registries"] = dict(self.registries)
         # sort_keys puts `version` last: a truncated file loses it and is refused.
         return HEADER + yaml.dump(data, Dumper=DUMPER, sort_keys=True, width=1000)
 
@@ -194,7 +199,8 @@ def load(path: Path, cluster: str, age: Age | None = None) -> Bundle | None:
                    retired=dict(data.get("retired") or {}), pki=dict(data["pki"] or {}), admins=dict(data.get("admins") or {}),
                    spares=dict(spares.get("free") or {}),
                    spare_state={"target": int(spares.get("target", 0)), "next": int(spares.get("next", 1))},
-                   joins=dict(data.get("joins") or {}), age_recipients=list(data.get("age_recipients") or []))
+                   joins=dict(data.get("joins") or {}), age_recipients=list(data.get("age_recipients") or []),
+                   registries=dict(data.get("registries") or {}))
     except (KeyError, TypeError, ValueError, AttributeError):
         raise _bad(path, "a section is missing or malformed (token, members, pki, spares): truncated?") from None
     problems = verify(b)
@@ -230,6 +236,9 @@ def _signed_by(cert_pem: str, ca_pem: str) -> bool:
 def verify(b: Bundle) -> list[str]:
     """Internal consistency: every key matches its public half, every cert its key."""
     out = []
+    for server, secret in b.registries.items():  # issue 18: older bundles have none
+        if not isinstance(server, str) or not isinstance(secret, str) or not registry_secret_ok(secret):
+            out.append(f"registries.{server}: not a password on one line (wgkube secret set registry.{server} writes one)")
     if not TOKEN_RE.fullmatch(str(b.token)):
         out.append("the bootstrap token is not of the form [a-z0-9]{6}.[a-z0-9]{16}")
     for name, m in b.members.items():
@@ -519,3 +528,27 @@ def save(b: Bundle, path: Path, age: Age | None = None) -> Path:
         # The encrypted copy is durable (fsync'd) before the plain one goes.
         os.unlink(path)
     return target
+
+
+# --------------------------------------------------------------------------- registry passwords (issue 18)
+
+REGISTRY_PREFIX = "registry."
+MAX_REGISTRY_SECRET = 4096
+
+
+def registry_secret_ok(value: str) -> bool:
+    """A password or token as a registry takes it: 1-4096 printable characters, no line break
+    (it goes into a JSON string and a base64 user:password; a control character is a paste error)."""
+    return 0 < len(value) <= MAX_REGISTRY_SECRET and value.isprintable()
+
+
+def check_registry_passwords(doc, bundle: Bundle | None) -> None:
+    """Every registry the spec names has its password in the bundle, else a UserError per
+    registry at its spec line, naming the command that sets it. Nothing is written before this."""
+    have = bundle.registries if bundle is not None else {}
+    problems = [doc.problem(("registries", i, "server"), f"no password for registry {r.server!r} in the secrets bundle",
+                            f"set it (read from stdin, never from the command line): wgkube secret set {REGISTRY_PREFIX}{r.server} "
+                            f"{doc.source} < token-file   (or --file token-file)")
+                for i, r in enumerate(doc.spec.registries) if r.server not in have]
+    if problems:
+        raise UserError(problems, doc.source)

@@ -53,8 +53,9 @@ APT_LOCK_TIMEOUT = 900
 # Issue 18: Helm for `helm:` add-ons, a pinned release tarball whose sha256 the control plane
 # checks before unpacking (docs/addons.md says why not a package repository). The checksums are
 # those Helm publishes beside each tarball (https://get.helm.sh/helm-v3.18.4-linux-<arch>.tar.gz.sha256sum),
-# as mirrored in argoproj/argo-cd hack/installers/checksums/helm-v3.18.4-linux-{amd64,arm64}.tar.gz.sha256
-# (commits 714e5731 and ebf35a8d). Bump all three together.
+# as listed in Helm's own v3.18.4 release notes (github.com/helm/helm/releases/tag/v3.18.4, "Linux
+# amd64 ... / f8180838...", "Linux arm64 ... / c0a45e67...") and mirrored in argoproj/argo-cd
+# hack/installers/checksums/. Bump all three together.
 HELM_VERSION = "v3.18.4"
 HELM_URL = "https://get.helm.sh/helm-{version}-linux-{arch}.tar.gz"
 HELM_SHA256 = {

@@ -65,6 +65,8 @@ pytestmark = pytest.mark.vm
 
 REPO = Path(__file__).resolve().parent.parent
 SPEC = REPO / "tests" / "specs" / "vm-cluster.yaml"
+ADDONS_SCRIPT = "/usr/local/sbin/wgkube-addons"
+ADDON_MANIFEST = "/etc/wgkube/addons/hello.yaml"  # the VM spec's one manifest add-on
 CONTRACT = REPO / "docs" / "node-contract.md"
 IN_CI = os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
 HUB_DELAY = float(os.environ.get("WGKUBE_VM_HUB_DELAY", "45"))
@@ -103,10 +105,13 @@ def _require_environment() -> None:
         pytest.skip(msg)
 
 
-def contract_phases() -> list[str]:
-    """Phase names in the order docs/node-contract.md lists them."""
+def contract_phases(node: "Node | None" = None) -> list[str]:
+    """Phase names in the order docs/node-contract.md lists them; a node that carries the add-on
+    script (control plane of a spec with addons:) runs `addons` between `cni` and `done`."""
     phases = re.findall(r"^\d+\.\s+`([a-z-]+)`", CONTRACT.read_text(), flags=re.M)
     assert phases, f"no numbered phase list found in {CONTRACT}"
+    if node is not None and node.has_addons:
+        phases.insert(phases.index("done"), "addons")
     return phases
 
 
@@ -129,6 +134,10 @@ class Node:
     @property
     def is_hub(self) -> bool:
         return self.role == "control-plane"
+
+    @property
+    def has_addons(self) -> bool:
+        return ADDONS_SCRIPT in self.files
 
     def wg_conf(self, key: str) -> str | None:
         m = re.search(rf"^\s*{key}\s*=\s*(.+?)\s*$", self.files["/etc/wireguard/wg0.conf"], flags=re.M)
@@ -185,6 +194,8 @@ class Run:
     cycles: dict[str, list[str]] = field(default_factory=dict)  # name -> ordering-cycle lines, all boots
     boots: dict[str, int] = field(default_factory=dict)  # name -> boots seen
     status_seen: dict[str, list[str]] = field(default_factory=dict)  # name -> its `status` sections, all reports
+    hub_before_reboot: "vmq.Report | None" = None  # the hub, finished, before its last reboot
+    hub_after_reboot: "vmq.Report | None" = None
 
     @property
     def hub(self) -> Node:
@@ -385,6 +396,20 @@ def run(tmp_path_factory) -> Run:
             res.after_reboot = after
         else:
             res.problems.append(f"{victim.name} never finished its first boot: reboot step skipped")
+
+        # 4. Reboot the hub once it has finished (its add-on applied): nothing may be applied again.
+        hub_vm = vms[hub.name]
+        hub_done = hub_vm.latest()
+        if hub_done is not None and _finished(hub_done) and "done" in hub_done.phases:
+            res.hub_before_reboot = hub_done
+            t_reboot = time.monotonic()
+            hub_vm.reboot()
+            res.hub_after_reboot = _soft_wait(
+                res, hub_vm, lambda r: r.cloud_init_finished and "wgkube-firstboot.service" in r.units, 300,
+                "the hub's full report after its last reboot", not_boot_id=hub_done.boot_id)
+            res.timings["reboot of the hub until its full report"] = time.monotonic() - t_reboot
+        else:
+            res.problems.append("the hub never finished its first boot: its reboot step skipped")
         res.masqueraded = gw.masqueraded()
         for n in nodes:
             reps = vms[n.name].reports()
@@ -441,10 +466,10 @@ def test_cloud_init_finished_cleanly(run: Run):
 
 
 def test_every_phase_once_in_contract_order(run: Run):
-    order = contract_phases()
     for name in run.nodes:
         r = run.report(name)
         got = list(r.phases)  # ordered by sentinel mtime
+        order = contract_phases(run.nodes[name])
         assert got == order, (f"{name}: phases by mtime {got}, contract order {order}\n"
                               f"first-boot log:\n{r.text('firstboot-log')}")
         unit = r.units.get("wgkube-firstboot.service", {})
@@ -553,7 +578,7 @@ def test_kubeadm_init_on_hub_join_on_workers(run: Run):
                 d.pop("kubernetesVersion", None)
     assert got == want, "hub: kubeadm init ran with a config other than the rendered one"
     assert hub.standin_events("apiserver-ready"), "hub: the API stand-in never became ready"
-    applies = [c for c in hub.standin_calls("kubectl") if "apply" in c["argv"]]
+    applies = [c for c in hub.standin_calls("kubectl") if "apply" in c["argv"] and ADDON_MANIFEST not in c["argv"]]
     assert len(applies) == 1 and "/etc/wgkube/flannel.yaml" in applies[0]["argv"], hub.standin_calls("kubectl")
 
     for w in run.workers:
@@ -565,6 +590,27 @@ def test_kubeadm_init_on_hub_join_on_workers(run: Run):
             f"{w.name}: kubeadm join ran with a config other than the rendered one")
         probes = r.standin_events("join-probe")
         assert probes and probes[-1]["ok"], f"{w.name}: the join config's API endpoint did not answer: {probes}"
+
+
+def test_the_addon_is_applied_once_and_not_again_after_a_reboot(run: Run):
+    """Issue 18: the hub applies the spec's manifest add-on once, after the CNI, with the rendered
+    file (the stand-in kubectl records every call and a copy of every -f file, on disk across
+    boots); after the hub's last reboot no step ran again and its sentinel kept its time."""
+    hub = run.hub
+    assert hub.has_addons and ADDON_MANIFEST in hub.files and not any(w.has_addons for w in run.workers)
+    before, after = run.hub_before_reboot, run.hub_after_reboot
+    assert before is not None and after is not None and after.boot_id != before.boot_id, (
+        f"the hub's last reboot was not seen ({'; '.join(run.problems)})")
+    applies = [c for c in after.standin_calls("kubectl") if "apply" in c["argv"] and ADDON_MANIFEST in c["argv"]]
+    assert len(applies) == 1, f"hub: add-on applies {applies}"
+    copied = (applies[0].get("files") or {}).get(ADDON_MANIFEST, {})
+    assert copied.get("sha256") == hashlib.sha256(hub.files[ADDON_MANIFEST].encode()).hexdigest(), (
+        f"hub: the applied file is not the rendered add-on: {applies[0]}")
+    flannel = [c for c in after.standin_calls("kubectl") if "/etc/wgkube/flannel.yaml" in c["argv"]]
+    assert flannel and flannel[-1]["time"] <= applies[0]["time"], "hub: add-on applied before the CNI"
+    assert after.phases == before.phases and "addons" in after.phases, (
+        f"hub: phase sentinels changed across the reboot: {before.phases} -> {after.phases}")
+    assert not [c for c in after.standin_calls("kubectl") if c["boot_id"] == after.boot_id and "apply" in c["argv"]]
 
 
 def test_each_worker_joins_with_its_own_token(run: Run):
@@ -735,7 +781,7 @@ def test_members_read_each_others_status_over_the_vpn(run: Run):
             text = replies[other.vpn_ip]
             reply = json.loads(text)
             assert reply["node"] == other.name and reply["vpn_ip"] == other.vpn_ip, reply
-            assert list(reply["phases"]) == contract_phases(), f"{name} reading {other.name}: {reply['phases']}"
+            assert list(reply["phases"]) == contract_phases(other), f"{name} reading {other.name}: {reply['phases']}"
             assert reply["firstboot"] == {"running": None, "failed": None, "message": None}, reply["firstboot"]
             assert reply["units"]["wg-quick@wg0"] == "active" and reply["units"]["kubelet"] == "active", reply["units"]
             assert len(reply["peers"]) == (len(run.nodes) - 1 if other.is_hub else 1), reply["peers"]

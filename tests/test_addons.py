@@ -3,26 +3,25 @@
 Spec errors (field, line, fix, exit 2, nothing written); `wgkube secret set` (stdin or --file, never
 argv, never printed, 0600, older bundles still load); secrets by role (no worker, Packer file or
 seed ISO of a worker holds the password); the rendered script through shellcheck and run for real
-against a stand-in kubectl and a local https server (a wrong sha256 is refused, a step runs once,
+against a stand-in kubectl and an https server in a network namespace (a wrong sha256 is refused, a step runs once,
 a failed one runs again); the dockerconfigjson against kubectl's own."""
 from __future__ import annotations
 
 import base64
 import datetime as dt
 import hashlib
-import http.server
 import json
 import os
-import ssl
+import sys
 import subprocess
 import textwrap
-import threading
+import time
 from pathlib import Path
 
 import pytest
 import yaml
 
-from conftest import need, wgkube
+from conftest import need, need_root, wgkube
 from generator import pipeline
 from generator.artifacts import addons as addons_art
 from generator.artifacts.cloudinit import extract_files
@@ -326,8 +325,8 @@ def test_user_data_with_addons_passes_cloud_init_schema(full_out):
 # --------------------------------------------------------------------------- the script, run for real
 
 
-def _tls_server(root: Path, tmp_path: Path):
-    """An https file server on 127.0.0.1 with a throwaway self-signed certificate."""
+def _self_signed(tmp_path: Path) -> None:
+    """A throwaway certificate for 127.0.0.1 (cert.pem, key.pem): the script's curl trusts only it."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
@@ -345,13 +344,22 @@ def _tls_server(root: Path, tmp_path: Path):
     (tmp_path / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     (tmp_path / "key.pem").write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                                          serialization.NoEncryption()))
-    handler = lambda *a, **kw: http.server.SimpleHTTPRequestHandler(*a, directory=str(root), **kw)  # noqa: E731
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.load_cert_chain(tmp_path / "cert.pem", tmp_path / "key.pem")
-    server.socket = ctx.wrap_socket(server.socket, server_side=True)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server
+
+
+# An https file server, run inside the test's own network namespace (nothing else is reachable
+# from there: the script under test can only get the manifest from this server).
+TLS_SERVER = """
+import functools, http.server, ssl, sys
+root, cert, key, portfile = sys.argv[1:5]
+server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(http.server.SimpleHTTPRequestHandler, directory=root))
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain(cert, key)
+server.socket = ctx.wrap_socket(server.socket, server_side=True)
+with open(portfile + ".tmp", "w") as f:
+    f.write(str(server.server_address[1]))
+import os; os.rename(portfile + ".tmp", portfile)
+server.serve_forever()
+"""
 
 
 STANDIN_KUBECTL = """#!/bin/bash
@@ -374,16 +382,31 @@ def _script_for(tmp_path: Path, addons_yaml: str) -> str:
     return addons_art.script(prepared.plan)
 
 
-@pytest.mark.tools
+@pytest.mark.lab
 def test_url_addon_refuses_a_wrong_sha256_and_applies_the_right_one_once(tmp_path):
-    need("curl")
+    """The rendered add-on script and an https file server in a network namespace of their own:
+    a wrong sha256 is refused twice with nothing applied, the right one is applied once."""
+    need_root("a network namespace for the file server")
+    for tool in ("ip", "curl"):
+        need(tool)
     root = tmp_path / "www"
     root.mkdir()
     (root / "m.yaml").write_text(MANIFEST)
     right = hashlib.sha256(MANIFEST.encode()).hexdigest()
-    server = _tls_server(root, tmp_path)
-    url = f"https://127.0.0.1:{server.server_address[1]}/m.yaml"
+    _self_signed(tmp_path)
+    ns = f"wgkaddons{os.getpid()}"
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    server = None
     try:
+        subprocess.run(["ip", "-n", ns, "link", "set", "lo", "up"], check=True)
+        (tmp_path / "server.py").write_text(TLS_SERVER)
+        portfile = tmp_path / "port"
+        server = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, str(tmp_path / "server.py"), str(root),
+                                   str(tmp_path / "cert.pem"), str(tmp_path / "key.pem"), str(portfile)])
+        while not portfile.exists():   # progress, not a wall: the server writes its port when it listens
+            assert server.poll() is None, "the https server in the namespace exited"
+            time.sleep(0.05)
+        url = f"https://127.0.0.1:{portfile.read_text()}/m.yaml"
         results = {}
         for label, sha in (("wrong", "0" * 64), ("right", right)):
             work = tmp_path / label
@@ -397,7 +420,8 @@ def test_url_addon_refuses_a_wrong_sha256_and_applies_the_right_one_once(tmp_pat
                    "KUBECTL_LOG": str(work / "kubectl.log"), "KUBECTL_FAIL": str(work / "fail"),
                    "WGKUBE_ADDONS_STATE": str(work / "state"), "WGKUBE_ADDONS_FILES": str(work / "files"),
                    "WGKUBE_ADDONS_KUBECONFIG": str(work / "admin.conf")}
-            runs = [subprocess.run(["bash", str(script)], capture_output=True, text=True, env=env, timeout=120) for _ in range(2)]
+            runs = [subprocess.run(["ip", "netns", "exec", ns, "bash", str(script)], capture_output=True, text=True,
+                                   env=env, timeout=120) for _ in range(2)]
             results[label] = (runs, work)
         (wrong_runs, wrong), (right_runs, good) = results["wrong"], results["right"]
         for run in wrong_runs:  # refused both times: the next boot retries, and is refused again
@@ -412,7 +436,10 @@ def test_url_addon_refuses_a_wrong_sha256_and_applies_the_right_one_once(tmp_pat
         assert "applied already, skipped" in right_runs[1].stdout
         assert not (good / "state" / "addon-remote.failed").exists()
     finally:
-        server.shutdown()
+        if server is not None:
+            server.terminate()
+            server.wait(timeout=30)
+        subprocess.run(["ip", "netns", "del", ns], check=False)
 
 
 def test_manifest_addons_run_once_in_order_and_a_failure_is_retried(tmp_path):

@@ -20,7 +20,7 @@ import time
 from ..read.failover import parse_failover
 from ..read.wgconf import parse_wg_quick
 from .bed import Check, Lab
-from .checks import _Probes
+from .checks import PING_TIMEOUT, _Probes
 from .net import ROUTER
 
 RELAY_COMMENT = "relay: between VPN peers behind NAT"
@@ -91,7 +91,7 @@ def run_mesh_checks(lab: Lab) -> None:
         watch = [r for r in relays if r not in pair]
         before = {r: relay_counter(lab, lab.topo.site(r).ns) for r in watch}
         sent = transfer_to(lab, a, keys[b])
-        got = _pings(lab, [(a, b), (b, a)], 5.0)
+        got = _pings(lab, [(a, b), (b, a)], PING_TIMEOUT)
         after = {r: relay_counter(lab, lab.topo.site(r).ns) for r in watch}
         moved = {r: (after[r] or 0) - (before[r] or 0) for r in watch}
         delta = transfer_to(lab, a, keys[b]) - sent
@@ -107,7 +107,7 @@ def run_mesh_checks(lab: Lab) -> None:
         first = relays[0]
         before_r = relay_counter(lab, lab.topo.site(first).ns)
         sent = transfer_to(lab, first, keys[b])
-        got = _pings(lab, [(a, b)], 5.0)
+        got = _pings(lab, [(a, b)], PING_TIMEOUT)
         after_r = relay_counter(lab, lab.topo.site(first).ns)
         moved_r = (after_r or 0) - (before_r or 0)
         relayed = transfer_to(lab, first, keys[b]) - sent
@@ -169,7 +169,7 @@ def _failover(lab: Lab, relays: list[str], nat: list[str], names: list[str], key
                  LIMIT + numbers.get("RETURN_AFTER", 10) * (numbers.get("INTERVAL", 2) + numbers.get("TIMEOUT", 1)))
     t_back = time.monotonic() - t1
     everyone = [(a, b) for a in names for b in names if a != b]
-    got = _pings(lab, everyone, 5.0) if back else {}
+    got = _pings(lab, everyone, PING_TIMEOUT) if back else {}
     bad = [k for k, v in got.items() if v != "reply"]
     checks.append(Check("failover", f"relay {active} back: catch-alls return to it, every pair reaches",
                         f"after {numbers.get('RETURN_AFTER')} answers in a row",

@@ -6,7 +6,9 @@ and after every figure.
 
   startup   `wgkube --help`, `wgkube check` of the example spec; `wg-meshconf --help`
   render    re-render (bundle present, out/ holding the previous render) of 1,000 members,
-            user-data only and everything (ISOs, Packer), and of 3,000 members, everything
+            user-data only and everything (ISOs, Packer), and of 3,000 members, everything;
+            beside each, interleaved, its file-system floor (bench/fs_floor.py: the same tree
+            written with bare system calls, synced once, the previous one deleted)
   peers     a first render (keys made) of N members, user-data only, against wg-meshconf as its
             users run it: `wg-meshconf addpeer` once per member, then `genconfig`
   bash /24  a first render of a /24 (254 members), user-data only, against bench/wg_bash.sh
@@ -14,6 +16,7 @@ and after every figure.
 """
 from __future__ import annotations
 
+import json
 import os
 import resource
 import shutil
@@ -103,12 +106,29 @@ def render(work: Path, sizes: list[tuple[int, bool]], runs: int, log, runs_large
         spec = write_spec(base, hub_and_spoke(n), "cluster.yaml")
         cmd = wg + ["render", str(spec), "-q"] + ([] if full else ["--no-iso", "--no-packer"])
         first = timed_process(cmd)  # makes the bundle and the first out/: not counted
-        result = interleaved({"wgkube": lambda: timed_process(cmd)}, nruns, f"render {n} {'full' if full else 'user-data'}")
+        shape_file, floor_dir = _tree_shape(base / "out" / "bench", base / "shape.json"), _fresh(base / "floor")
+        floor = [sys.executable, str(HERE / "fs_floor.py"), str(shape_file), str(floor_dir)]
+        timed_process(floor)  # the floor's first tree: not counted either
+        result = interleaved({"wgkube": lambda: timed_process(cmd), "file-system floor": lambda: timed_process(floor)},
+                             nruns, f"render {n} {'full' if full else 'user-data'}")
         files = sum(1 for p in (base / "out" / "bench").rglob("*") if p.is_file())
         size = sum(p.stat().st_size for p in (base / "out" / "bench").rglob("*") if p.is_file())
         rows.append({"members": n, "full": full, "runs": nruns, "files": files, "bytes": size, "first_render_s": first[0], **result})
         shutil.rmtree(base, ignore_errors=True)
     return rows
+
+
+def _tree_shape(tree: Path, shape_file: Path) -> Path:
+    """Folders, and files with their sizes and modes, of a rendered tree (for bench/fs_floor.py)."""
+    dirs, files = [], []
+    for top, dirnames, filenames in os.walk(tree):
+        rel = os.path.relpath(top, tree)
+        dirs += [os.path.normpath(os.path.join(rel, d)) for d in sorted(dirnames)]
+        for name in sorted(filenames):
+            st = os.lstat(os.path.join(top, name))
+            files.append([os.path.normpath(os.path.join(rel, name)), st.st_size, st.st_mode & 0o777])
+    shape_file.write_text(json.dumps({"dirs": dirs, "files": files}))
+    return shape_file
 
 
 def _meshconf_chain(meshconf: str, n: int, db: Path, out: Path) -> list[list[str]]:

@@ -103,7 +103,10 @@ def cli_tables(cli: dict) -> list[Table]:
                   f"{peer['median_s'] / st[key]['median_s']:.1f}x" if peer else "", load(st))
     for r in cli["render"]:
         what = f"render {r['members']:,} members, {'everything' if r['full'] else 'user-data only'} ({r['files']:,} files)"
-        t.add_row(what, f"{_s(r['wgkube']['median_s'])} / {_s(r['wgkube']['cpu_median_s'])}", "", "", "", load(r))
+        floor = r.get("file-system floor")
+        t.add_row(what, f"{_s(r['wgkube']['median_s'])} / {_s(r['wgkube']['cpu_median_s'])}",
+                  "file-system floor (same tree)" if floor else "",
+                  f"{_s(floor['median_s'])} / {_s(floor['cpu_median_s'])}" if floor else "", "", load(r))
     for r in cli["peers"]:
         peer = r.get("wg-meshconf")
         t.add_row(f"first render, {r['members']} members, user-data only", f"{_s(r['wgkube']['median_s'])} / {_s(r['wgkube']['cpu_median_s'])}",

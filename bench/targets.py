@@ -113,8 +113,11 @@ def _cli(results: dict) -> list[dict]:
         if r is None:
             out.append(_target(tid, dict(CLI_TARGETS)[tid], None, "not measured in this run"))
             continue
+        floor = r.get("file-system floor")
         out.append(_target(tid, dict(CLI_TARGETS)[tid], r["wgkube"]["median_s"] < limit,
-                           f"{r['wgkube']['median_s']:.2f} s wall, {r['wgkube']['cpu_median_s']:.2f} s CPU ({_load(r)})"))
+                           f"{r['wgkube']['median_s']:.2f} s wall, {r['wgkube']['cpu_median_s']:.2f} s CPU ({_load(r)})"
+                           + (f"; the same tree's file-system work alone: {floor['median_s']:.2f} s wall, "
+                              f"{floor['cpu_median_s']:.2f} s CPU" if floor else "")))
     peers = [r for r in cli["peers"] if "speedup" in r]
     if peers:
         out.append(_target("cli_vs_meshconf", dict(CLI_TARGETS)["cli_vs_meshconf"], all(r["speedup"] >= 1 for r in peers),

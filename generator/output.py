@@ -57,21 +57,42 @@ def read_manifest(cluster_dir: Path) -> dict | None:
 
 
 def _foreign_entry(d: Path, listed: set[str]) -> str | None:
-    """The first entry under d that is not a listed file or a directory leading to one."""
-    dirs = {str(Path(rel).parent) for rel in listed} | {"."}
-    dirs |= {str(p) for rel in listed for p in Path(rel).parents}
-    for root, dirnames, filenames in os.walk(d):
-        base = Path(root).relative_to(d)
-        for name in dirnames:
-            rel = str(base / name)
-            if os.path.islink(Path(root) / name) or rel not in dirs:
-                return rel
-        for name in filenames:
-            rel = str(base / name)
-            full = Path(root) / name
-            if rel not in listed or os.path.islink(full) or not stat.S_ISREG(os.lstat(full).st_mode):
-                return rel
-    return None
+    """The first entry under d that is not a listed file or a directory leading to one (a
+    symbolic link, a device, a folder that cannot be read: anything that is not a plain listed
+    file or folder). Strings and os.scandir, not pathlib: this runs over every file of a
+    generation twice per render (issue 19)."""
+    dirs = {""}
+    for rel in listed:
+        parent = os.path.dirname(rel)
+        while parent not in dirs:
+            dirs.add(parent)
+            parent = os.path.dirname(parent)
+
+    def walk(path: str, base: str) -> str | None:
+        try:
+            with os.scandir(path) as it:
+                entries = list(it)
+        except OSError:
+            return base.rstrip("/") or "."   # cannot be read, so cannot be shown to be ours
+        subdirs = []
+        for entry in entries:   # folders first, then files, as os.walk reports them
+            if entry.is_dir():
+                rel = base + entry.name
+                if entry.is_symlink() or rel not in dirs:
+                    return rel
+                subdirs.append((entry.path, rel + "/"))
+        for entry in entries:
+            if not entry.is_dir():
+                rel = base + entry.name
+                if rel not in listed or not entry.is_file(follow_symlinks=False):
+                    return rel
+        for sub in subdirs:
+            found = walk(*sub)
+            if found is not None:
+                return found
+        return None
+
+    return walk(str(d), "")
 
 
 def ownership(d: Path, cluster: str) -> str | None:

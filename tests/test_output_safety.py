@@ -295,3 +295,25 @@ def test_lookalikes_are_never_put_back_in_place_of_a_missing_output(tmp_path):
     after = snapshot(tmp_path / "out")
     assert {k: v for k, v in after.items() if not k.startswith("demo")} == before
     assert not (tmp_path / "out" / "demo").is_symlink() and (tmp_path / "out" / "demo" / "manifest.json").exists()
+
+
+@pytest.mark.parametrize("make, found", [
+    (lambda d: (d / "extra").write_text("x"), "extra"),                          # an unlisted file
+    (lambda d: (d / "a" / "b" / "new").mkdir(), "a/b/new"),                      # an unlisted folder
+    (lambda d: (d / "a" / "link").symlink_to("/etc"), "a/link"),                # a link to a folder
+    (lambda d: (d / "a" / "b" / "gone").symlink_to("/nonexistent"), "a/b/gone"),  # a broken link
+    (lambda d: os.mkfifo(d / "a" / "fifo"), "a/fifo"),                          # not a plain file
+    (lambda d: ((d / "a" / "b" / "f").unlink(), (d / "a" / "b" / "f").mkdir()), "a/b/f"),  # a listed file as a folder
+    (lambda d: ((d / "top").unlink(), (d / "top").symlink_to(d / "a" / "b" / "f")), "top"),  # a listed file as a link
+    (lambda d: None, None),
+])
+def test_every_kind_of_foreign_entry_is_found(tmp_path, make, found):
+    """output._foreign_entry, on which every delete depends: anything but the listed plain files
+    and the folders leading to them is named."""
+    from generator.output import _foreign_entry
+    d = tmp_path / "gen"
+    (d / "a" / "b").mkdir(parents=True)
+    (d / "top").write_text("t")
+    (d / "a" / "b" / "f").write_text("f")
+    make(d)
+    assert _foreign_entry(d, {"top", "a/b/f"}) == found

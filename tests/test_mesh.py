@@ -199,7 +199,7 @@ def test_verify_the_mesh_direct_relayed_and_each_relay_down(tmp_path):
         assert cell == ("via cp" if both_nat else "direct"), (report.names[s], report.names[d], cell)
     cli = wgkube("verify", str(tmp_path / "cluster.yaml"))
     flat = " ".join(cli.stdout.split())
-    assert "6 relayed (both behind NAT): 6 via cp" in flat and "relay cp down: 12 of 12 pairs among the members behind NAT and the other relays reach (3 catch-all(s) to pub-1)" in flat
+    assert "6 relayed (both behind NAT): 6 via cp" in flat and "relay cp down: 12 of 12 pairs among the members behind NAT and the other relays reach (3 catch-alls to pub-1)" in flat
 
 
 def _drop_peer(conf: str, label: str) -> str:

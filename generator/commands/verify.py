@@ -73,7 +73,7 @@ def _print_mesh(mesh) -> None:
     if relayed > 6:
         print_text(f"  ... and {relayed - 6} more relayed pairs")
     for d in mesh.down:
-        moved = ", ".join(f"{count} catch-all(s) to {name}" for name, count in d.moved.items()) or "no catch-all pointed at it"
+        moved = ", ".join(f"{count} catch-all{'s' if count != 1 else ''} to {name}" for name, count in d.moved.items()) or "no catch-all pointed at it"
         print_text(f"relay {d.relay} down: {d.reachable} of {d.pairs} pairs among the members behind NAT and the other "
                    f"relays reach ({moved}); pairs with a public side are direct and do not pass it", prose=True)
     if mesh.failover_seconds is not None:

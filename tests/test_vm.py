@@ -322,6 +322,27 @@ def run(tmp_path_factory) -> Run:
             res.problems.append(str(exc))
         res.timings["boot until the injected failures"] = time.monotonic() - t_boot
 
+        # 1b. Before the reboots clear them, the healthy worker must have had the chance to read
+        #     both failures over the VPN (its reporter asks every member's status once per cycle):
+        #     wait until it did, or until it sent REPORTS_TO_SEE_FAILURES more reports (progress,
+        #     not a wall; test_a_guest_reads_the_injected_failures_over_the_vpn judges what it saw).
+        reader = next((w for w in res.workers if w.name != late.name), None)
+        if reader is not None:
+            t_read = time.monotonic()
+            start = len(vms[reader.name].reports())
+
+            def reader_saw_failures():
+                reps = vms[reader.name].reports()
+                seen = {node for r in reps for node in _failed_nodes_in(r.text("status") or "")}
+                return {hub_node.name, late.name} <= seen or len(reps) - start >= REPORTS_TO_SEE_FAILURES
+
+            try:
+                vmq.wait_progressing(reader_saw_failures, f"{reader.name} to read the failures over the VPN",
+                                     vms.values(), check=check_all)
+            except vmq.VMTestError as exc:
+                res.problems.append(str(exc))
+            res.timings[f"{reader.name} reading the failures"] = time.monotonic() - t_read
+
         # 2. Reboot both: the failed phase must run again (kubeadm: reset, pre-made PKI kept).
         t_rec = time.monotonic()
         for n in (hub_node, late):
@@ -765,6 +786,23 @@ def _status_replies(text: str) -> dict[str, str]:
     return dict(line.split(" ", 1) for line in text.splitlines() if " " in line)
 
 
+REPORTS_TO_SEE_FAILURES = 4
+
+
+def _failed_nodes_in(text: str) -> dict[str, dict]:
+    """node -> its firstboot state, for each status reply in a report's `status` section that
+    says a phase failed."""
+    found: dict[str, dict] = {}
+    for reply in _status_replies(text).values():
+        try:
+            doc = json.loads(reply)
+        except ValueError:
+            continue
+        if isinstance(doc, dict) and (doc.get("firstboot") or {}).get("failed"):
+            found.setdefault(doc.get("node"), doc["firstboot"])
+    return found
+
+
 def test_members_read_each_others_status_over_the_vpn(run: Run):
     """Each guest asks every other member's rendered wgkube-status.socket over the VPN (the
     reporter's `status` section). After the recovery every reply is that member's JSON with every
@@ -797,13 +835,8 @@ def test_a_guest_reads_the_injected_failures_over_the_vpn(run: Run):
     reader = next(w for w in run.workers if w.name not in run.failed)
     seen: dict[str, dict] = {}
     for text in run.status_seen.get(reader.name, []):
-        for reply in _status_replies(text).values():
-            try:
-                doc = json.loads(reply)
-            except ValueError:
-                continue
-            if (doc.get("firstboot") or {}).get("failed"):
-                seen.setdefault(doc["node"], doc["firstboot"])
+        for node, firstboot in _failed_nodes_in(text).items():
+            seen.setdefault(node, firstboot)
     assert run.failed and set(run.failed) <= set(seen), (
         f"{reader.name} saw failures of {sorted(seen)}; failed: {sorted(run.failed)}")
     hub = run.hub.name

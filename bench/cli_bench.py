@@ -106,20 +106,21 @@ def render(work: Path, sizes: list[tuple[int, bool]], runs: int, log, runs_large
         spec = write_spec(base, hub_and_spoke(n), "cluster.yaml")
         cmd = wg + ["render", str(spec), "-q"] + ([] if full else ["--no-iso", "--no-packer"])
         first = timed_process(cmd)  # makes the bundle and the first out/: not counted
-        shape_file, floor_dir = _tree_shape(base / "out" / "bench", base / "shape.json"), _fresh(base / "floor")
-        floor = [sys.executable, str(HERE / "fs_floor.py"), str(shape_file), str(floor_dir)]
+        shape = _tree_shape(base / "out" / "bench")
+        (base / "shape.json").write_text(json.dumps(shape))
+        floor = [sys.executable, str(HERE / "fs_floor.py"), str(base / "shape.json"), str(_fresh(base / "floor"))]
         timed_process(floor)  # the floor's first tree: not counted either
         result = interleaved({"wgkube": lambda: timed_process(cmd), "file-system floor": lambda: timed_process(floor)},
                              nruns, f"render {n} {'full' if full else 'user-data'}")
-        files = sum(1 for p in (base / "out" / "bench").rglob("*") if p.is_file())
-        size = sum(p.stat().st_size for p in (base / "out" / "bench").rglob("*") if p.is_file())
+        files, size = len(shape["files"]), sum(f[1] for f in shape["files"])
         rows.append({"members": n, "full": full, "runs": nruns, "files": files, "bytes": size, "first_render_s": first[0], **result})
         shutil.rmtree(base, ignore_errors=True)
     return rows
 
 
-def _tree_shape(tree: Path, shape_file: Path) -> Path:
-    """Folders, and files with their sizes and modes, of a rendered tree (for bench/fs_floor.py)."""
+def _tree_shape(tree: Path) -> dict:
+    """Folders, and files with their sizes and modes, of a rendered tree (for bench/fs_floor.py,
+    and the file count and bytes of the figure)."""
     dirs, files = [], []
     for top, dirnames, filenames in os.walk(tree):
         rel = os.path.relpath(top, tree)
@@ -127,8 +128,7 @@ def _tree_shape(tree: Path, shape_file: Path) -> Path:
         for name in sorted(filenames):
             st = os.lstat(os.path.join(top, name))
             files.append([os.path.normpath(os.path.join(rel, name)), st.st_size, st.st_mode & 0o777])
-    shape_file.write_text(json.dumps({"dirs": dirs, "files": files}))
-    return shape_file
+    return {"dirs": dirs, "files": files}
 
 
 def _meshconf_chain(meshconf: str, n: int, db: Path, out: Path) -> list[list[str]]:

@@ -36,6 +36,8 @@ def delete_tree(root: str) -> None:
 
 
 def syncfs(path: str) -> None:
+    # generator.fsutil.sync_filesystem does the same; not imported, so the floor never pays
+    # for importing wgkube.
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         if ctypes.CDLL(None, use_errno=True).syncfs(fd) != 0:

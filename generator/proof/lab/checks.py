@@ -149,14 +149,16 @@ def run_checks(lab: Lab) -> None:
     # both retry after REKEY_TIMEOUT and, on a busy machine, can cross again. Seen in CI.
     before = after
     members = [s for s in sites if s.name in vpn]
+
+    def pings(s, targets):
+        return [({"kind": "ping", "host": vpn[d.name], "timeout": PING_TIMEOUT}, ("ping", s.name, d.name)) for d in targets]
+
     for i, s in enumerate(members):
-        probes.add(s.ns, [({"kind": "ping", "host": vpn[d.name], "timeout": PING_TIMEOUT}, ("ping", s.name, d.name))
-                          for d in members[i + 1:]])
+        probes.add(s.ns, pings(s, members[i + 1:]))
     first_contact = probes.collect()
     # 2b, 4, 5, 6 in parallel: the other direction of every pair, public TCP, VPN TCP, DNAT, pods.
     for i, s in enumerate(members):
-        probes.add(s.ns, [({"kind": "ping", "host": vpn[d.name], "timeout": PING_TIMEOUT}, ("ping", s.name, d.name))
-                          for d in members[:i]])
+        probes.add(s.ns, pings(s, members[:i]))
     internet = []
     for s in public:
         for port in _listen_ports(s.member) + [DNAT_PORT]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
@@ -14,9 +15,10 @@ from . import secrets as secrets_mod
 from .errors import Problem, UserError
 from .fsutil import lock, remove_stale_temps
 from .output import check_target, discard, read_manifest, recover, sha256, stage, switch
-from .plan import Member, Plan, plan_summary, with_addons
+from .plan import Member, Plan, plan_summary, with_addons, with_kubernetes
 from .secrets import Age, Bundle
 from .spec import SpecDocument, load_spec
+from .daytwo import upgrade
 from .daytwo.planning import plan_for, rekey_bundle
 
 if TYPE_CHECKING:
@@ -60,9 +62,13 @@ class Rendered:
 
 def prepare(spec_path: Path, secrets_path: Path | None = None, *, age: Age | None = None,
             rekey: str | None = None, rekey_join: bool = False, now: dt.datetime | None = None,
-            doc: SpecDocument | None = None, check_registries: bool = True) -> Prepared:
+            doc: SpecDocument | None = None, check_registries: bool = True, upgrade_step: str | None = None,
+            out_root: Path | None = None) -> Prepared:
     """Everything up to (not including) writing. Raises UserError on any problem.
-    rekey: a member that gets a new WireGuard key (or, with rekey_join, a new join credential)."""
+    rekey: a member that gets a new WireGuard key (or, with rekey_join, a new join credential).
+    upgrade_step: `wgkube upgrade` (daytwo/upgrade.py STEPS) moves the Kubernetes upgrade on.
+    out_root: where out/ is (default: beside the spec); its plan.json says which minor a bundle
+    from before issue 17 runs."""
     age = age if age is not None else Age.from_env()
     now = now or dt.datetime.now(dt.timezone.utc)
     doc = doc if doc is not None else load_spec(spec_path)
@@ -71,14 +77,28 @@ def prepare(spec_path: Path, secrets_path: Path | None = None, *, age: Age | Non
     changes: list[str] = []
     if rekey is not None:  # day two: `wgkube rekey` replaces one secret before planning
         existing, changes = rekey_bundle(doc, existing, rekey, rekey_join, now, bundle_path)
-    plan = with_addons(plan_for(doc.spec, existing, hub_changes=rekey is not None and not rekey_join, now=now), doc)
+    versions = upgrade.resolve(doc, existing, upgrade_step, last_rendered_kubernetes(spec_path, out_root, doc.spec.name))
+    plan = with_kubernetes(with_addons(plan_for(doc.spec, existing, hub_changes=rekey is not None and not rekey_join, now=now), doc),
+                           versions.control_plane, versions.upgrade_to)
     bundle, added = secrets_mod.populate(existing, plan, now)
+    if upgrade_step is not None:
+        changes += upgrade.record(bundle, versions)
     if check_registries:
         secrets_mod.check_registry_passwords(doc, bundle)
     convert = bool(age.recipients) and (not secrets_mod.is_encrypted(bundle_path)
                                         or sorted(age.recipients) != sorted(bundle.age_recipients))
     warnings = [w for w in (secrets_mod.loose_permissions(bundle_path), secrets_mod.legacy_join_warning(bundle, plan)) if w]
     return Prepared(doc, plan, bundle, bundle_path, changes + added, age=age, convert=convert, warnings=warnings)
+
+
+def last_rendered_kubernetes(spec_path: Path, out_root: Path | None, cluster: str) -> str | None:
+    """The minor the last render of this cluster used (its plan.json), or None."""
+    try:
+        data = json.loads(((out_root if out_root is not None else spec_path.parent / "out") / cluster / "plan.json").read_text())
+    except (OSError, ValueError):
+        return None
+    minor = data.get("kubernetes") if isinstance(data, dict) else None
+    return minor if isinstance(minor, str) and re.fullmatch(r"1\.[0-9]{1,3}", minor) else None
 
 
 def precheck(spec_path: Path, secrets_path: Path | None, age: Age | None, doc: SpecDocument) -> None:
@@ -97,7 +117,8 @@ def inspect(spec_path: Path, secrets_path: Path | None = None, *, age: Age | Non
     doc = load_spec(spec_path)
     bundle_path = secrets_mod.locate(spec_path, secrets_path, age)
     existing = secrets_mod.load(bundle_path, doc.spec.name, age)
-    plan = with_addons(plan_for(doc.spec, existing), doc)
+    versions = upgrade.resolve(doc, existing, None, last_rendered_kubernetes(spec_path, None, doc.spec.name))
+    plan = with_kubernetes(with_addons(plan_for(doc.spec, existing), doc), versions.control_plane, versions.upgrade_to)
     if doc.spec.registries:  # issue 18: the same refusal as render, before anything is rendered
         secrets_mod.check_registry_passwords(doc, existing)
     warnings = [secrets_mod.loose_permissions(bundle_path)]
@@ -207,6 +228,10 @@ def render_all(plan: Plan, bundle: Bundle, provider: str | None = None, iso: boo
         for member in plan.nodes:
             conf = files[f"wireguard/{member.name}/{plan.interface}.conf"][0].decode()
             files[hub_update.member_update_path(member)] = (hub_update.member_update_script(plan, bundle, member, conf).encode(), 0o644)
+    if plan.upgrade_to is not None:  # issue 17: `wgkube upgrade` under way
+        from .artifacts import upgrade as upgrade_art
+        from .skew import previous_minor
+        files.update(upgrade_art.files(plan, bundle, previous_minor(plan.upgrade_to)))
     meta = {"options": {"provider": provider, "iso": iso, "packer": packer},
             "node_files": {r.name: r.inner for r in reports}}
     return Rendered(files, reports, meta)

@@ -132,6 +132,9 @@ class Plan:
     failover: tuple[int, int, int, int] = (2, 1, 3, 10)
     # issue 15: the status endpoint on every node (spec status_endpoint, off unless asked for).
     status_endpoint: bool = False
+    # issue 17: `wgkube upgrade` under way to this minor (its scripts are rendered); `kubernetes`
+    # is then the minor the control plane runs, which new nodes install. None: as before.
+    upgrade_to: str | None = None
     # issue 18: add-ons and registry pull secrets, on the control plane only (empty = as before)
     addons: tuple[AddonStep, ...] = ()
     registries: tuple[RegistryStep, ...] = ()
@@ -376,6 +379,7 @@ def _summary(plan: Plan) -> dict:
     return {
         "cluster": plan.cluster,
         "kubernetes": plan.kubernetes,
+        **({"upgrade_to": plan.upgrade_to} if plan.upgrade_to else {}),
         "vpn": {"cidr": plan.vpn_cidr, "interface": plan.interface, "port": plan.port, "mtu": plan.wg_mtu,
                 "underlay_mtu": plan.underlay_mtu, "keepalive": plan.keepalive},
         "pod_cidr": plan.pod_cidr,
@@ -394,6 +398,14 @@ def _summary(plan: Plan) -> dict:
             for m in plan.members
         ],
     }
+
+
+def with_kubernetes(plan: Plan, control_plane: str, upgrade_to: str | None) -> Plan:
+    """Issue 17: the minor new nodes install is the one the control plane runs (daytwo/upgrade.py)."""
+    if plan.kubernetes == control_plane and plan.upgrade_to == upgrade_to:
+        return plan
+    import dataclasses
+    return dataclasses.replace(plan, kubernetes=control_plane, upgrade_to=upgrade_to, _index={})
 
 
 def with_addons(plan: Plan, doc) -> Plan:

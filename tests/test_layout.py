@@ -14,7 +14,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "generator"
 
 # Stage order: a module may import its own stage and any stage listed before it.
 STAGES = [
-    ("foundation", ("errors", "versions", "facts", "fsutil")),
+    ("foundation", ("errors", "versions", "facts", "fsutil", "skew")),
     ("spec", ("spec", "addons_spec")),
     ("plan", ("plan", "topology")),
     ("secrets", ("secrets",)),

@@ -231,3 +231,37 @@ def test_join_refuses_a_token_the_control_plane_does_not_hold_or_that_expired(ro
     (root.path / "etc/kubernetes/kubelet.conf").unlink()
     (root.path / "etc/kubernetes/pki/ca.crt").unlink(missing_ok=True)
     assert join("cccccc.0123456789abcdef").returncode == 0, "a ttl token counts from init"
+
+
+# ----------------------------------------------------------------------------- issue 17: upgrade
+
+
+def _installed_kubeadm(root: Root, version: str) -> None:
+    root.put("/var/lib/wgkube-standin/kubeadm-version", version + "\n")
+
+
+def test_upgrade_apply_refuses_what_kubeadms_version_policy_refuses(root):
+    """policy.go EnforceVersionPolicies: no downgrade, one minor at a time, never past kubeadm itself."""
+    root.put("/var/lib/wgkube-standin/cluster-version", "v1.36.4\n")
+    _installed_kubeadm(root, "v1.36.4")
+    too_new = root.kubeadm("upgrade", "apply", "-y", "v1.37.1")
+    assert too_new.returncode == 1 and "Upgrade kubeadm first" in too_new.stderr
+    _installed_kubeadm(root, "v1.38.0")
+    skip = root.kubeadm("upgrade", "apply", "-y", "v1.38.0")
+    assert skip.returncode == 1 and "can upgrade only 1 minor version at a time" in skip.stderr
+    down = root.kubeadm("upgrade", "apply", "-y", "v1.35.2")
+    assert down.returncode == 1 and "Downgrades are not supported" in down.stderr
+    unasked = root.kubeadm("upgrade", "apply", "v1.37.1")
+    assert unasked.returncode == 1 and "confirmation" in unasked.stderr
+    assert (root.path / "var/lib/wgkube-standin/cluster-version").read_text() == "v1.36.4\n"
+    _installed_kubeadm(root, "v1.37.1")
+    ok = root.kubeadm("upgrade", "apply", "-y", "v1.37.1")
+    assert ok.returncode == 0, ok.stderr
+    assert (root.path / "var/lib/wgkube-standin/cluster-version").read_text() == "v1.37.1\n"
+    again = root.kubeadm("upgrade", "apply", "-y", "v1.37.1")
+    assert again.returncode == 1 and "equal to or lower" in again.stderr
+
+
+def test_upgrade_apply_needs_an_initialised_cluster(root):
+    r = root.kubeadm("upgrade", "apply", "-y", "v1.37.0")
+    assert r.returncode == 1 and "not been initialized" in r.stderr

@@ -52,7 +52,7 @@ def register(app: typer.Typer, user_errors) -> None:
         from ..secrets import Age
         output = output_dir(spec, output)
         check_provider(provider)
-        prepared = pipeline.prepare(spec, secrets, age=Age.from_env(identities=age_identity), rekey=rekey)
+        prepared = pipeline.prepare(spec, secrets, age=Age.from_env(identities=age_identity), rekey=rekey, out_root=output)
         cluster_dir = output / prepared.plan.cluster
         before = read_manifest(cluster_dir)
         provider, iso, packer = options_from(before, provider, iso, packer)

@@ -55,7 +55,7 @@ def register(app: typer.Typer, user_errors) -> None:
         doc = load_spec(spec)  # a refused spec leaves nothing behind, not even the lock file
         pipeline.precheck(spec, secrets, age, doc)
         with pipeline.locked(spec, secrets):
-            prepared = pipeline.prepare(spec, secrets, age=age, rekey=node, rekey_join=join, doc=doc)
+            prepared = pipeline.prepare(spec, secrets, age=age, rekey=node, rekey_join=join, doc=doc, out_root=output)
             cluster_dir = output / prepared.plan.cluster
             if not join and not yes:
                 _confirm(node, rollout(prepared.plan, node, str(cluster_dir)))

@@ -76,7 +76,7 @@ def register(app: typer.Typer, user_errors) -> None:
         age = age_options(age_recipient, age_identity)
         pipeline.precheck(spec, secrets, age, doc)
         with pipeline.locked(spec, secrets):
-            prepared = pipeline.prepare(spec, secrets, age=age, doc=doc)
+            prepared = pipeline.prepare(spec, secrets, age=age, doc=doc, out_root=out_root)
             n = len(prepared.plan.nodes)
             with _Progress(n, not quiet and not as_json) as progress:
                 rendered = pipeline.render_all(prepared.plan, prepared.bundle, provider=provider, iso=iso, packer=packer,

@@ -112,6 +112,8 @@ def diff(old: dict | None, new: dict, plan: Plan, bundle: Bundle, out_hint: str,
     was = (old_plan or {}).get("kubernetes")
     if old is not None and was and was != plan.kubernetes:
         actions.insert(0, kubernetes_change(was, plan.kubernetes))
+    if plan.upgrade_to is not None:
+        actions.insert(0, upgrade_action(plan, out_hint))
     addon_changes = addon_diff(old_plan, plan) if old is not None else [(a.name, "added", a.source) for a in plan.addons]
     if old is not None:
         actions += addon_actions(addon_changes, old_plan, plan, out_hint)
@@ -179,11 +181,23 @@ def latest_retired(bundle: Bundle, name: str) -> dict:
 
 
 def kubernetes_change(was: str, now: str) -> str:
-    """A changed `kubernetes:` re-renders every node's first-boot files; it upgrades nothing."""
-    return (f"kubernetes changes from {was} to {now}: wgkube does not upgrade running nodes; they stay on {was}. "
-            f"Only nodes booted from now on install {now}, and a kubelet newer than the API server is not supported "
-            f"(kubeadm join fails or misbehaves). Upgrade the control plane first (kubeadm upgrade, then each node), "
-            f"or set kubernetes back to \"{was}\" until you do.")
+    """The minor new nodes install moved (issue 17: only once the control plane runs it)."""
+    return (f"kubernetes changes from {was} to {now}: every node's first-boot files now install {now}, so nodes "
+            f"booted from now on join at {now}. Running nodes stay as they are: `wgkube upgrade` moves them "
+            f"(its scripts, in kubeadm's order).")
+
+
+def upgrade_action(plan: Plan, out_hint: str) -> str:
+    """Issue 17: an upgrade under way; what runs next, in order."""
+    from ..artifacts.upgrade import order, steps
+    commands = steps(plan, out_hint)
+    cps = sum(1 for m in order(plan) if m.role == "control-plane")
+    if plan.upgrade_to != plan.kubernetes:
+        return (f"upgrade to Kubernetes {plan.upgrade_to} under way, stage 1 of 2 (the control plane; new nodes still "
+                f"install {plan.kubernetes}): run\n    " + "\n    ".join(commands[:cps])
+                + "\n  then: wgkube upgrade SPEC --control-plane-done")
+    return (f"upgrade to Kubernetes {plan.upgrade_to} under way, stage 2 of 2 (the workers, one at a time: drain, "
+            f"script, uncordon):\n    " + "\n    ".join(commands[cps:]) + "\n  then: wgkube upgrade SPEC --workers-done")
 
 
 def _join_token_actions(plan: Plan, bundle: Bundle, out_hint: str, mesh: bool, cluster_files: list[FileChange]) -> list[str]:

@@ -87,6 +87,10 @@ class Bundle:
     # issue 18: registry server -> password or token (`wgkube secret set registry.<server>`); written
     # only when there is one, so a bundle without registries is byte for byte as before
     registries: dict[str, str] = field(default_factory=dict)
+    # issue 17: the Kubernetes minor the control plane runs ({control_plane: "1.36"}), and while
+    # `wgkube upgrade` is under way the minor it goes to ({upgrade_to: "1.37"}). Recorded on the
+    # first render from the spec's `kubernetes:`; an older bundle gets it from `wgkube upgrade`.
+    kubernetes: dict[str, str] = field(default_factory=dict)
 
     # -- what the plan and renderers need
     def addresses(self) -> dict[str, str]:
@@ -122,6 +126,8 @@ class Bundle:
             data["age_recipients"] = list(self.age_recipients)
         if self.registries:
             data["registries"] = dict(self.registries)
+        if self.kubernetes:
+            data["kubernetes"] = dict(self.kubernetes)
         # sort_keys puts `version` last: a truncated file loses it and is refused.
         return HEADER + yaml.dump(data, Dumper=DUMPER, sort_keys=True, width=1000)
 
@@ -200,13 +206,22 @@ def load(path: Path, cluster: str, age: Age | None = None) -> Bundle | None:
                    spares=dict(spares.get("free") or {}),
                    spare_state={"target": int(spares.get("target", 0)), "next": int(spares.get("next", 1))},
                    joins=dict(data.get("joins") or {}), age_recipients=list(data.get("age_recipients") or []),
-                   registries=dict(data.get("registries") or {}))
+                   registries=dict(data.get("registries") or {}), kubernetes=_kubernetes_record(data.get("kubernetes")))
     except (KeyError, TypeError, ValueError, AttributeError):
-        raise _bad(path, "a section is missing or malformed (token, members, pki, spares): truncated?") from None
+        raise _bad(path, "a section is missing or malformed (token, members, pki, spares, kubernetes): truncated?") from None
     problems = verify(b)
     if problems:
         raise _bad(path, "; ".join(problems[:6]) + (f" (and {len(problems) - 6} more)" if len(problems) > 6 else ""))
     return b
+
+
+def _kubernetes_record(value: object) -> dict[str, str]:
+    """The recorded minors ({control_plane, upgrade_to?}): strings "1.36" only, anything else is a damaged bundle."""
+    record = dict(value or {})  # type: ignore[arg-type]
+    for key, minor in record.items():
+        if key not in ("control_plane", "upgrade_to") or not isinstance(minor, str) or not re.fullmatch(r"1\.[0-9]{1,3}", minor):
+            raise ValueError(f"kubernetes.{key}")
+    return record
 
 
 def _check_wg(label: str, entry: object) -> str | None:
@@ -446,6 +461,10 @@ def populate(existing: Bundle | None, plan: Plan, now: dt.datetime | None = None
         b.spare_state["target"] = plan.spares_target
         if not added:
             added.append(f"spare slot target {plan.spares_target}")
+    if existing is None:
+        # What runs is what the first render asked for. A bundle from before issue 17 gets its
+        # record only from `wgkube upgrade` (it must stay byte for byte on a plain render).
+        b.kubernetes["control_plane"] = plan.kubernetes
     for m in plan.admins:
         if m.name not in b.admins:
             b.admins[m.name] = pki.new_client_cert(b.pki["ca"], f"wgkube-admin:{m.name}", ["kubeadm:cluster-admins"], now)

@@ -1,0 +1,74 @@
+"""`wgkube upgrade SPEC`: move a running cluster to the next Kubernetes minor (issue 17).
+
+The user bumps `kubernetes:` by one minor and runs it: the bundle records the upgrade, the render
+adds one script per node under upgrade/, and the order is printed. `--control-plane-done` (after
+the control plane's scripts ran) lets new nodes install the new minor; `--workers-done` ends it.
+State and rules: daytwo/upgrade.py; skew rules: skew.py; docs/day-two.md."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from .common import AgeIdentityOpt, OutputOpt, SecretsOpt, SpecArg, out, output_dir
+
+
+def register(app: typer.Typer, user_errors) -> None:
+    @app.command("upgrade", short_help="move the cluster to the next Kubernetes minor (scripts, in order)")
+    @user_errors
+    def upgrade_cmd(spec: Path = SpecArg,
+                    output: Optional[Path] = OutputOpt,
+                    secrets: Optional[Path] = SecretsOpt,
+                    control_plane_done: bool = typer.Option(False, "--control-plane-done", help="the control plane's scripts ran: new nodes install the new minor; workers next"),
+                    workers_done: bool = typer.Option(False, "--workers-done", help="every worker's script ran: the upgrade is finished"),
+                    age_identity: List[Path] = AgeIdentityOpt) -> None:
+        """Upgrade the running cluster to the minor `kubernetes:` names (one minor at a time): render one
+        script per node under upgrade/ and print the order (kubeadm's: control plane, then workers)."""
+        from .. import pipeline
+        from ..artifacts import upgrade as upgrade_art
+        from ..errors import Problem, UserError
+        from ..output import read_manifest
+        from ..secrets import Age
+        from ..spec import load_spec
+        from .plan import options_from
+        if control_plane_done and workers_done:
+            raise UserError(Problem("--control-plane-done", "give one step at a time",
+                                    "first --control-plane-done (after the control plane's script), later --workers-done"))
+        step = "control-plane-done" if control_plane_done else "workers-done" if workers_done else "start"
+        out_root = output_dir(spec, output)
+        doc = load_spec(spec)
+        age = Age.from_env(identities=age_identity)
+        pipeline.precheck(spec, secrets, age, doc)
+        with pipeline.locked(spec, secrets):
+            prepared = pipeline.prepare(spec, secrets, age=age, doc=doc, upgrade_step=step, out_root=out_root)
+            cluster_dir = out_root / prepared.plan.cluster
+            provider, iso, packer = options_from(read_manifest(cluster_dir), None, None, None)
+            rendered = pipeline.render_all(prepared.plan, prepared.bundle, provider=provider, iso=iso, packer=packer)
+            cluster_dir = pipeline.write(prepared, rendered, out_root)
+        plan = prepared.plan
+        for line in prepared.added:
+            out.print(f"secrets: {prepared.bundle_path}: {line}", soft_wrap=True)
+        out.print(f"rendered {cluster_dir}")
+        if plan.upgrade_to is None:
+            out.print(f"{plan.cluster} runs Kubernetes {plan.kubernetes}: the upgrade is finished; new nodes install "
+                      f"{plan.kubernetes} and upgrade/ is gone from {cluster_dir}.", soft_wrap=True)
+            return
+        commands = upgrade_art.steps(plan, str(cluster_dir))
+        nodes = upgrade_art.order(plan)
+        cps = [m for m in nodes if m.role == "control-plane"]
+        if plan.upgrade_to != plan.kubernetes:
+            out.print(f"upgrade {plan.cluster} to Kubernetes {plan.upgrade_to}, stage 1 of 2: the control plane. New nodes "
+                      f"still install {plan.kubernetes} until it is done. Run, from a VPN member:", soft_wrap=True)
+            for c in commands[:len(cps)]:
+                out.print(f"  {c}", soft_wrap=True)
+            out.print(f"then: wgkube upgrade {spec} --control-plane-done", soft_wrap=True)
+            if len(nodes) > len(cps):
+                out.print(f"(the workers' scripts are in {cluster_dir}/upgrade/ already; they refuse to run before the "
+                          f"API server runs {plan.upgrade_to})", soft_wrap=True)
+            return
+        out.print(f"upgrade {plan.cluster} to Kubernetes {plan.upgrade_to}, stage 2 of 2: the workers, one at a time "
+                  f"(new nodes install {plan.upgrade_to} now). For each: drain, its script, uncordon:", soft_wrap=True)
+        for c in commands[len(cps):]:
+            out.print(f"  {c}", soft_wrap=True)
+        out.print(f"then: wgkube upgrade {spec} --workers-done", soft_wrap=True)

@@ -187,15 +187,15 @@ def test_logins_that_cannot_work_are_warned_about(tmp_path):
 
 
 def test_a_kubernetes_minor_change_is_not_nothing_to_do(tmp_path):
+    """Issue 17: plan refuses what render would refuse (a downgrade here; tests/test_upgrade.py has the rest)."""
     spec = spec_with_key(tmp_path)
     assert run("render", str(spec), "-q", "--no-iso", "--no-packer").returncode == 0
     doc = yaml.safe_load(spec.read_text())
     doc["kubernetes"] = "1.36"
     spec.write_text(yaml.safe_dump(doc))
     plan = run("plan", str(spec))
-    text = " ".join(plan.stdout.split())
-    assert "kubernetes changes from 1.37 to 1.36" in text and "does not upgrade running nodes" in text
-    assert "by hand: nothing" not in text
+    text = " ".join(plan.stderr.split())
+    assert plan.returncode == 2 and "kubernetes:" in text and "no downgrade" in text and "Traceback" not in text
 
 
 def test_rekey_shows_the_rollout_and_asks_first(tmp_path):

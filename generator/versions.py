@@ -28,6 +28,8 @@ FLANNEL_CNI_PLUGIN_IMAGE = "ghcr.io/flannel-io/flannel-cni-plugin:v1.9.1-flannel
 PKGS_K8S_DEB = "https://pkgs.k8s.io/core:/stable:/v{minor}/deb/"
 PKGS_K8S_RPM = "https://pkgs.k8s.io/core:/stable:/v{minor}/rpm/"
 K8S_PACKAGES = ("kubelet", "kubeadm", "kubectl", "cri-tools")
+# Held against unattended upgrades (apt-mark hold; dnf exclude=), as kubeadm's install guide does.
+K8S_HELD = ("kubelet", "kubeadm", "kubectl")
 
 # Container runtime: CRI-O on every package family, one minor per Kubernetes minor. CRI-O's
 # packages left pkgs.k8s.io/addons:/cri-o for the isv:cri-o project on the openSUSE build service

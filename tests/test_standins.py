@@ -3,6 +3,7 @@ fake root (WGKUBE_STANDIN_ROOT prefixes every path they read or write), so each 
 checked on its own; tests/test_vm.py then relies on them inside the guests."""
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -237,7 +238,7 @@ def test_join_refuses_a_token_the_control_plane_does_not_hold_or_that_expired(ro
 
 
 def _installed_kubeadm(root: Root, version: str) -> None:
-    root.put("/var/lib/wgkube-standin/kubeadm-version", version + "\n")
+    root.put("/var/lib/wgkube-standin/packages.json", json.dumps({"kubeadm": version}))
 
 
 def test_upgrade_apply_refuses_what_kubeadms_version_policy_refuses(root):

@@ -76,6 +76,13 @@ CLOCK_SLACK = 2.0  # s: guests read the host's RTC at boot; allow for second gra
 # long for the API (WGKUBE_API_TIMEOUT of the rendered script, set by the reporter on boot 1).
 FAIL_INIT_ONCE = "wgkube.standin_fail=init-once"
 LATE_API_TIMEOUT = 30
+# Issue 17: the cluster boots one minor back (the stand-ins' packages at that minor) and is then
+# upgraded with the scripts `wgkube upgrade` renders; the stand-in apt, apt-mark, curl and gpg of
+# the package repositories sit first on those scripts' PATH only.
+UPGRADE_TO = "1.37"
+STANDIN_MINOR = "wgkube.standin_minor=1.36"
+REPO_PATH = "/usr/lib/wgkube-test/repo-bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+SCRIPT_CAP = 900  # s: one node's upgrade script under TCG (a dozen Python stand-in starts)
 
 
 def _load_qemu_module():
@@ -196,6 +203,7 @@ class Run:
     status_seen: dict[str, list[str]] = field(default_factory=dict)  # name -> its `status` sections, all reports
     hub_before_reboot: "vmq.Report | None" = None  # the hub, finished, before its last reboot
     hub_after_reboot: "vmq.Report | None" = None
+    upgrade: "Upgrade | None" = None  # issue 17
 
     @property
     def hub(self) -> Node:
@@ -209,6 +217,103 @@ class Run:
         r = self.first.get(name)
         assert r is not None, f"{name}: no report from the guest at all ({'; '.join(self.problems)})"
         return r
+
+
+@dataclass
+class Upgrade:
+    """Issue 17: what `wgkube upgrade` printed and what running its commands in the guests did."""
+    steps: list[tuple[str, str, int, str]] = field(default_factory=list)  # (node, what, exit code, output)
+    printed: dict[str, str] = field(default_factory=dict)  # wgkube upgrade step -> its stdout
+    calls: dict[str, list[dict]] = field(default_factory=dict)  # node -> stand-in records, afterwards
+    packages: dict[str, dict] = field(default_factory=dict)  # node -> what the stand-in apt installed
+    holds: dict[str, list] = field(default_factory=dict)
+    nodes_state: dict = field(default_factory=dict)  # the API stand-in's cordon state (hub)
+    error: str = ""
+
+    def step(self, node: str, what: str) -> tuple[int, str]:
+        found = [(rc, out) for n, w, rc, out in self.steps if n == node and w == what]
+        assert found, f"{node}: no step {what!r} ran ({self.error or 'see the steps'}): {[(n, w) for n, w, _, _ in self.steps]}"
+        return found[-1]
+
+
+def _guest_shell(vm, argv: list[str], script: bytes | None = None) -> tuple[int, str]:
+    env = ["PATH=" + REPO_PATH, "HOME=/root", "LANG=C.UTF-8"]
+    return vm.guest_exec(argv, timeout=SCRIPT_CAP, input=script, env=env)
+
+
+def upgrade_cluster(workdir: Path, vms: dict, nodes: dict[str, Node]) -> Upgrade:
+    """Bump the spec one minor, `wgkube upgrade`, and run what it prints, in its order, in the
+    guests: `ssh ops@IP sudo CMD` runs CMD in the guest with that VPN address through the agent
+    (a script goes to `bash -s` on stdin, as over ssh). First a worker's script before the
+    control plane's, which must refuse."""
+    import shlex
+    import shutil
+
+    up = Upgrade()
+    by_ip = {n.vpn_ip: name for name, n in nodes.items()}
+    spec_dir = workdir / "upgrade"
+    shutil.copytree(SPEC.parent / "addons", spec_dir / "addons")
+    doc = yaml.safe_load(SPEC.read_text())
+    doc["kubernetes"] = UPGRADE_TO
+    spec = spec_dir / SPEC.name
+    spec.write_text(yaml.safe_dump(doc, sort_keys=False))
+    shutil.copy(SPEC.with_name(SPEC.stem + ".secrets.yaml"), spec_dir / (SPEC.stem + ".secrets.yaml"))
+    out = spec_dir / "out"
+    shutil.copytree(workdir / "out" / doc["name"], out / doc["name"], symlinks=True)
+
+    def wgkube(*args: str) -> str:
+        proc = subprocess.run([sys.executable, "-m", "generator", "upgrade", str(spec), "-o", str(out), *args],
+                              cwd=REPO, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "250"})
+        assert proc.returncode == 0, f"wgkube upgrade {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}"
+        up.printed[" ".join(args) or "start"] = proc.stdout
+        return proc.stdout
+
+    def run_printed(text: str) -> None:
+        for line in text.splitlines():
+            m = re.match(r"^\s+ssh \S+@(\S+) sudo (.+)$", line)
+            if not m:
+                continue
+            name, rest = by_ip[m.group(1)], m.group(2)
+            if rest.startswith("bash -s < "):
+                script = Path(shlex.split(rest[len("bash -s < "):])[0])
+                rc, output = _guest_shell(vms[name], ["/bin/bash", "-s"], script.read_bytes())
+                up.steps.append((name, f"script {script.name}", rc, output))
+            else:
+                rc, output = _guest_shell(vms[name], shlex.split(rest))
+                up.steps.append((name, rest.split(" --")[0] if "drain" in rest else rest, rc, output))
+            if rc != 0:
+                raise AssertionError(f"{name}: {rest} exited {rc}:\n{output}")
+
+    try:
+        # The first boot's install_apt holds the kube packages (apt-mark hold); these guests had them baked in.
+        for name, vm in vms.items():
+            rc, output = _guest_shell(vm, ["apt-mark", "hold", "kubelet", "kubeadm", "kubectl"])
+            up.steps.append((name, "hold", rc, output))
+        wgkube()
+        worker = next(n for n in nodes.values() if not n.is_hub)
+        rc, output = _guest_shell(vms[worker.name], ["/bin/bash", "-s"], (out / doc["name"] / "upgrade" / f"{worker.name}.sh").read_bytes())
+        up.steps.append((worker.name, "early script", rc, output))
+        run_printed(up.printed["start"])
+        run_printed(wgkube("--control-plane-done"))
+        hub = next(n for n in nodes.values() if n.is_hub)
+        rc, output = _guest_shell(vms[hub.name], ["/bin/bash", "-s"], (out / doc["name"] / "upgrade" / f"{hub.name}.sh").read_bytes())
+        up.steps.append((hub.name, "script again", rc, output))
+        wgkube("--workers-done")
+    except (AssertionError, vmq.VMTestError) as exc:
+        up.error = str(exc)
+    for name, vm in vms.items():
+        try:
+            rc, text = vm.guest_exec(["/bin/cat", "/var/lib/wgkube-standin/calls.jsonl"], timeout=60)
+            up.calls[name] = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+            for attr, f in (("packages", "packages.json"), ("holds", "apt-holds.json")):
+                rc, text = vm.guest_exec(["/bin/cat", f"/var/lib/wgkube-standin/{f}"], timeout=60)
+                getattr(up, attr)[name] = json.loads(text) if rc == 0 else None
+            if nodes[name].is_hub:
+                rc, text = vm.guest_exec(["/bin/cat", "/var/lib/wgkube-standin/nodes.json"], timeout=60)
+                up.nodes_state = json.loads(text) if rc == 0 else {}
+        except (vmq.VMTestError, ValueError) as exc:
+            up.error += f"; reading {name}'s stand-in records: {exc}"
+    return up
 
 
 def _finished(r) -> bool:
@@ -276,7 +381,7 @@ def run(tmp_path_factory) -> Run:
         gw = lab.nat_gateway("gw", switches[out_net], f"{out_gw}/{out_net.prefixlen}",
                              switches[in_net], f"{in_gw}/{in_net.prefixlen}")
         vms = {n.name: lab.vm(n.name, image, n.seed, [(switches[net_of[n.name]], f"52:54:00:77:00:{i:02x}")],
-                              append=(ping + " " + extra.get(n.name, "")).strip())
+                              append=(ping + " " + STANDIN_MINOR + " " + extra.get(n.name, "")).strip())
                for i, n in enumerate(nodes, start=1)}
         hub = res.hub
 
@@ -417,6 +522,11 @@ def run(tmp_path_factory) -> Run:
             res.after_reboot = after
         else:
             res.problems.append(f"{victim.name} never finished its first boot: reboot step skipped")
+
+        # 3b. Issue 17: upgrade the running cluster by one minor with the scripts wgkube renders.
+        t_upgrade = time.monotonic()
+        res.upgrade = upgrade_cluster(workdir, vms, by_name)
+        res.timings["upgrade by one minor (all nodes)"] = time.monotonic() - t_upgrade
 
         # 4. Reboot the hub once it has finished (its add-on applied): nothing may be applied again.
         hub_vm = vms[hub.name]
@@ -845,3 +955,78 @@ def test_a_guest_reads_the_injected_failures_over_the_vpn(run: Run):
     for name in run.failed:
         if name != hub:
             assert seen[name]["failed"] == "api" and "did not answer" in seen[name]["message"], seen[name]
+
+
+# --------------------------------------------------------------------------- issue 17: upgrade
+
+
+def _upgrade(run: Run) -> Upgrade:
+    assert run.upgrade is not None, "the upgrade step did not run"
+    assert not run.upgrade.error, run.upgrade.error
+    return run.upgrade
+
+
+def test_a_worker_upgraded_before_the_control_plane_refuses(run: Run):
+    """Its script stops at the API's version (a kubelet never newer than the API server) before it
+    touches a package: no apt-get call between the early run's /version and the real run's."""
+    up = run.upgrade
+    assert up is not None, "the upgrade step did not run"
+    worker = run.workers[0]
+    rc, output = up.step(worker.name, "early script")
+    assert rc == 1 and "upgrade the control plane first" in output, output
+    calls = up.calls[worker.name]
+    asks = [i for i, c in enumerate(calls) if c.get("tool") == "kubectl" and "/version" in c.get("argv", [])]
+    assert len(asks) >= 2, f"{worker.name}: expected the early and the real run to ask the API's version: {asks}"
+    between = [c for c in calls[asks[0]:asks[1]] if c.get("tool") in ("apt-get", "apt-mark", "kubeadm")]
+    assert not between, f"the early run changed something: {between}"
+
+
+def test_the_control_plane_upgrades_in_kubeadms_order(run: Run):
+    """kubeadm of the new minor from the switched repository, `upgrade plan`, `upgrade apply`, then
+    kubelet and kubectl, a kubelet restart at the new version (the stand-in kubeadm refuses an
+    apply before kubeadm itself is upgraded, as policy.go does)."""
+    up = _upgrade(run)
+    calls = up.calls[run.hub.name]
+    seq = [(c.get("tool"), " ".join(c.get("argv", [])), c.get("event")) for c in calls]
+    idx = {}
+    for i, (tool, argv, event) in enumerate(seq):
+        key = (f"{tool} {argv}" if event is None else f"{tool} event {event}")
+        idx.setdefault(key, i)
+
+    def first(fragment: str) -> int:
+        hits = [i for i, (tool, argv, event) in enumerate(seq) if fragment in f"{tool} {argv} {event or ''}"]
+        assert hits, f"{run.hub.name}: no {fragment!r} in its stand-in records"
+        return hits[0]
+
+    assert first("apt-get -o DPkg::Lock::Timeout=900 -q update") < first("apt-get -o DPkg::Lock::Timeout=900 -q install -y kubeadm")
+    assert first("install -y kubeadm") < first("kubeadm upgrade plan") < first("kubeadm upgrade apply -y v1.37")
+    assert first("upgrade-applied") < first("install -y kubelet kubectl")
+    assert first("kubectl drain hub") < first("install -y kubelet kubectl") < first("kubectl uncordon hub")
+    restarted = [c for c in calls if c.get("tool") == "kubelet" and c.get("version", "").startswith("v1.37.")]
+    assert restarted, "kubelet never restarted at the new minor"
+    assert up.packages[run.hub.name]["kubeadm"].startswith("v1.37.") and up.packages[run.hub.name]["kubelet"].startswith("v1.37.")
+
+
+def test_workers_upgrade_after_the_control_plane_drained_and_uncordoned(run: Run):
+    up = _upgrade(run)
+    for w in run.workers:
+        rc, output = up.step(w.name, f"script {w.name}.sh")
+        assert rc == 0 and "kubeadm upgrade node" in output, output
+        node_steps = [c for c in up.calls[w.name] if c.get("event") == "upgrade-node"]
+        assert node_steps and node_steps[-1]["cluster"].startswith("v1.37."), \
+            f"{w.name}: `kubeadm upgrade node` must run against an API already at 1.37: {node_steps}"
+        assert up.packages[w.name]["kubelet"].startswith("v1.37.") and up.packages[w.name]["kubeadm"].startswith("v1.37.")
+        assert sorted(up.holds[w.name]) == ["kubeadm", "kubectl", "kubelet"], "the packages are held again"
+        hub_steps = [what for n, what, _, _ in up.steps if n == run.hub.name]
+        assert f"kubectl --kubeconfig /etc/kubernetes/admin.conf drain {w.name}" in hub_steps
+        assert f"kubectl --kubeconfig /etc/kubernetes/admin.conf uncordon {w.name}" in hub_steps
+        assert not up.nodes_state.get(w.name, {}).get("unschedulable"), f"{w.name} is still cordoned"
+
+
+def test_running_the_control_plane_script_again_changes_nothing(run: Run):
+    up = _upgrade(run)
+    rc, output = up.step(run.hub.name, "script again")
+    assert rc == 0 and "already runs 1.37" in output and "kubelet already runs 1.37" in output, output
+    applies = [c for c in up.calls[run.hub.name] if c.get("event") == "upgrade-applied"]
+    assert len(applies) == 1, applies
+    assert "finished" in up.printed["--workers-done"]

@@ -63,7 +63,7 @@ def render_first_boot(plan, member, with_addons: bool = False) -> str:
                   k8s_repo=(versions.PKGS_K8S_DEB if apt else versions.PKGS_K8S_RPM).format(minor=minor),
                   crio_repo=(versions.CRIO_DEB if apt else versions.CRIO_RPM).format(minor=minor),
                   crio_package=versions.CRIO_PACKAGE, crio_service=versions.CRIO_SERVICE,
-                  crio_dropin=versions.CRIO_DROPIN, k8s_packages=" ".join(versions.K8S_PACKAGES),
+                  crio_dropin=versions.CRIO_DROPIN, k8s_packages=" ".join(versions.K8S_PACKAGES), k8s_held=" ".join(versions.K8S_HELD),
                   apt_packages=" ".join(versions.APT_PACKAGES), dnf_packages=" ".join(versions.DNF_PACKAGES),
                   apt_lock_timeout=versions.APT_LOCK_TIMEOUT,
                   cri_socket=kubeadm.CRI_SOCKETS[kubeadm.runtime_for(member)],

@@ -72,5 +72,7 @@ def script(plan: Plan, bundle: Bundle, member: Member, from_minor: str, number: 
                   k8s_repo=(versions.PKGS_K8S_DEB if apt else versions.PKGS_K8S_RPM).format(minor=to),
                   crio_repo=(versions.CRIO_DEB if apt else versions.CRIO_RPM).format(minor=to),
                   crio_package=versions.CRIO_PACKAGE, crio_service=versions.CRIO_SERVICE, crio_dropin=versions.CRIO_DROPIN,
-                  kube_packages=" ".join(p for p in versions.K8S_PACKAGES if p != "kubeadm"),
+                  # held as the first boot holds them (apt-mark hold / dnf exclude=); kubeadm goes first, alone
+                  held_packages=" ".join(p for p in versions.K8S_HELD if p != "kubeadm"),
+                  unheld_packages=" ".join(p for p in versions.K8S_PACKAGES if p not in versions.K8S_HELD),
                   apt_lock_timeout=versions.APT_LOCK_TIMEOUT, runtime=kubeadm.runtime_for(member))

@@ -158,6 +158,11 @@ done
 install -d "$rootfs/usr/lib/wgkube-test"
 install -m 0755 "$here/standins/standin-apiserver.py" "$rootfs/usr/lib/wgkube-test/standin-apiserver.py"
 install -m 0644 "$here/standins/standin_record.py" "$rootfs/usr/lib/wgkube-test/standin_record.py"
+# Issue 17: the package repositories the upgrade scripts use, as stand-ins on their PATH only.
+install -d "$rootfs/usr/lib/wgkube-test/repo-bin"
+for b in apt-get apt-mark curl gpg; do
+    install -m 0755 "$here/standins/$b" "$rootfs/usr/lib/wgkube-test/repo-bin/$b"
+done
 install -m 0644 "$here/standins/kubelet.service" "$rootfs/lib/systemd/system/kubelet.service"
 install -m 0644 "$here/standins/crio.service" "$rootfs/lib/systemd/system/crio.service"
 # Test image only: the reporter writes /run/wgkube-test/firstboot.env on the first boot from

@@ -829,11 +829,18 @@ class VM:
                 raise VMTestError(f"{self.name}: guest agent {command}: {reply['error']}")
             return reply.get("return")
 
-    def guest_exec(self, argv: list[str], timeout: float = 60) -> tuple[int, str]:
-        """Run a command in the guest through the agent (debugging aid)."""
+    def guest_exec(self, argv: list[str], timeout: float = 60, input: bytes | None = None,
+                   env: list[str] | None = None) -> tuple[int, str]:
+        """Run a command in the guest through the agent; input goes to its stdin (as
+        `ssh host sudo bash -s < script` would send a script)."""
         import base64
 
-        pid = self.qga("guest-exec", {"path": argv[0], "arg": argv[1:], "capture-output": True})["pid"]
+        args: dict = {"path": argv[0], "arg": argv[1:], "capture-output": True}
+        if input is not None:
+            args["input-data"] = base64.b64encode(input).decode()
+        if env is not None:
+            args["env"] = env
+        pid = self.qga("guest-exec", args)["pid"]
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             st = self.qga("guest-exec-status", {"pid": pid})

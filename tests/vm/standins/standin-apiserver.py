@@ -3,12 +3,27 @@
 #
 # Started by the kubeadm stand-in on "kubeadm init". Serves HTTPS on
 # ADDRESS:PORT with the given certificate and answers GET /readyz, /livez and
-# /healthz with 200 "ok"; everything else is 404. Its only purpose is to let
-# the workers' wait-for-API phase succeed over the WireGuard VPN in the VM test.
+# /healthz with 200 "ok", so the workers' wait-for-API phase succeeds over the
+# WireGuard VPN in the VM test. Issue 17 (upgrade): GET /version says the
+# cluster version (what `kubeadm init` or the last `kubeadm upgrade apply` set,
+# /var/lib/wgkube-standin/cluster-version) and GET /api/v1/nodes/NAME whether
+# the node is cordoned (the stand-in kubectl's drain/uncordon, nodes.json).
+# Everything else is 404.
 # Usage: standin-apiserver.py ADDRESS PORT CERT KEY
 import http.server
+import json
 import ssl
 import sys
+
+STATE = "/var/lib/wgkube-standin"
+
+
+def _read(name, default):
+    try:
+        with open("%s/%s" % (STATE, name)) as f:
+            return f.read()
+    except OSError:
+        return default
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
@@ -18,7 +33,16 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if self.path.split("?")[0] in ("/readyz", "/livez", "/healthz"):
             body, code = b"ok", 200
         elif self.path == "/version":
-            body, code = b'{"gitVersion": "v1.37.0-wgkube-standin"}', 200
+            version = _read("cluster-version", "").strip() or "unknown"
+            body, code = json.dumps({"gitVersion": version}).encode(), 200
+        elif self.path.startswith("/api/v1/nodes/"):
+            name = self.path[len("/api/v1/nodes/"):]
+            try:
+                nodes = json.loads(_read("nodes.json", "{}"))
+            except ValueError:
+                nodes = {}
+            spec = {"unschedulable": True} if nodes.get(name, {}).get("unschedulable") else {}
+            body, code = json.dumps({"kind": "Node", "metadata": {"name": name}, "spec": spec}).encode(), 200
         else:
             body, code = b"not found (wgkube stand-in API)", 404
         self.send_response(code)

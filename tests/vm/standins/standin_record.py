@@ -21,6 +21,39 @@ RECORD_DIR = os.environ.get("WGKUBE_STANDIN_ROOT", "") + "/var/lib/wgkube-standi
 STANDIN_VERSION = "v1.37.0-wgkube-standin"
 PAUSE_IMAGE = "registry.k8s.io/pause:3.10.1"
 CALLS = os.path.join(RECORD_DIR, "calls.jsonl")
+# Issue 17: what the stand-in apt installed ({package: version}); before any install, every
+# package is at the minor of `wgkube.standin_minor=1.36` on the kernel command line (the VM test
+# boots its cluster one minor back, to upgrade it), else at STANDIN_VERSION.
+PACKAGES = os.path.join(RECORD_DIR, "packages.json")
+
+
+def cmdline_minor():
+    try:
+        with open("/proc/cmdline") as f:
+            words = f.read().split()
+    except OSError:
+        return None
+    for w in words:
+        if w.startswith("wgkube.standin_minor="):
+            return w.split("=", 1)[1]
+    return None
+
+
+def installed_packages():
+    try:
+        with open(PACKAGES) as f:
+            return dict(json.load(f))
+    except (OSError, ValueError):
+        return {}
+
+
+def installed(package):
+    """The version of a Kubernetes package this guest has, as `<tool> version` prints it."""
+    v = installed_packages().get(package)
+    if v:
+        return v
+    minor = cmdline_minor()
+    return "v%s.0-wgkube-standin" % minor if minor else STANDIN_VERSION
 
 
 def boot_id():

@@ -237,8 +237,10 @@ class Upgrade:
 
 
 def _guest_shell(vm, argv: list[str], script: bytes | None = None) -> tuple[int, str]:
+    """argv in the guest as root with the upgrade PATH (env(1) looks the command up in it: the
+    agent itself would search its own PATH)."""
     env = ["PATH=" + REPO_PATH, "HOME=/root", "LANG=C.UTF-8"]
-    return vm.guest_exec(argv, timeout=SCRIPT_CAP, input=script, env=env)
+    return vm.guest_exec(["/usr/bin/env", *env, *argv], timeout=SCRIPT_CAP, input=script, env=env)
 
 
 def upgrade_cluster(workdir: Path, vms: dict, nodes: dict[str, Node]) -> Upgrade:

@@ -3,8 +3,6 @@
 Sources, read for this module:
 - the Kubernetes version skew policy (kubernetes.io/releases/version-skew-policy): "kubelet must
   not be newer than kube-apiserver" and "may be up to three minor versions older" (kubelet >= 1.25);
-  in an HA cluster "the newest and oldest kube-apiserver instances must be within one minor
-  version"; kubectl "is supported within one minor version (older or newer) of kube-apiserver";
   the control plane is upgraded before the kubelets;
 - kubeadm's upgrade policy (kubernetes/kubernetes cmd/kubeadm/app/phases/upgrade/policy.go,
   EnforceVersionPolicies): "Specified version to upgrade to ... is equal to or lower than the
@@ -16,8 +14,6 @@ serves its newest patch).
 from __future__ import annotations
 
 KUBELET_MAX_OLDER = 3   # kubelet may trail kube-apiserver by up to three minors, never lead it
-KUBECTL_SKEW = 1        # kubectl: one minor either way
-APISERVER_HA_SKEW = 1   # newest and oldest kube-apiserver of an HA control plane
 UPGRADE_STEP = 1        # kubeadm upgrades the control plane one minor at a time
 
 
@@ -63,8 +59,3 @@ def kubelet_problem(kubelet: str, apiserver: str) -> str | None:
     if gap > KUBELET_MAX_OLDER:
         return f"a {kubelet} kubelet is {gap} minors behind the {apiserver} API server (at most {KUBELET_MAX_OLDER})"
     return None
-
-
-def kubectl_problem(kubectl: str, apiserver: str) -> str | None:
-    gap = abs(_gap(apiserver, kubectl))
-    return None if gap <= KUBECTL_SKEW else f"kubectl {kubectl} is {gap} minors away from the {apiserver} API server (at most {KUBECTL_SKEW})"

@@ -41,9 +41,7 @@ def test_a_kubelet_is_never_newer_and_at_most_three_minors_older(kubelet, api, o
     assert (skew.kubelet_problem(kubelet, api) is None) == ok
 
 
-def test_kubectl_one_minor_either_way_and_minor_arithmetic():
-    assert skew.kubectl_problem("1.36", "1.37") is None and skew.kubectl_problem("1.38", "1.37") is None
-    assert skew.kubectl_problem("1.35", "1.37") is not None
+def test_minor_arithmetic_uses_numbers():
     assert skew.next_minor("1.9") == "1.10" and skew.previous_minor("1.10") == "1.9"
     assert skew.upgrade_problem("1.9", "1.10") is None  # numbers, not strings
 
@@ -84,7 +82,7 @@ def test_an_upgrade_moves_new_nodes_only_once_the_control_plane_is_done(tmp_path
     refused = _render(spec, check=False)
     assert refused.returncode == 2 and "Traceback" not in refused.stderr
     assert "cluster.yaml:" in refused.stderr and "kubernetes:" in refused.stderr
-    assert "newer than the API server" in refused.stderr and "wgkube upgrade" in refused.stderr
+    assert "kubelet would be newer than the 1.36 API server" in refused.stderr and "wgkube upgrade" in refused.stderr
     assert _installs(cluster, "worker-1") == {"1.36"}, "a refused render writes nothing"
 
     started = wgkube("upgrade", str(spec))
@@ -158,7 +156,7 @@ def test_a_bundle_from_before_the_record_uses_the_last_render_and_stays_byte_for
     assert (tmp_path / "cluster.secrets.yaml").read_bytes() == before
     _set_minor(spec, minor)
     r = _render(spec, check=False)
-    assert r.returncode == 2 and "newer than the API server" in r.stderr
+    assert r.returncode == 2 and "newer than the" in r.stderr
     wgkube("upgrade", str(spec))
     assert yaml.safe_load((tmp_path / "cluster.secrets.yaml").read_text())["kubernetes"] == {
         "control_plane": skew.previous_minor(minor), "upgrade_to": minor}

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from ..errors import UserError
 from ..secrets import Bundle
-from ..skew import next_minor, upgrade_problem
+from ..skew import kubelet_problem, next_minor, upgrade_problem
 from ..spec import SpecDocument
 
 STEPS = ("start", "control-plane-done", "workers-done")
@@ -96,8 +96,8 @@ def resolve(doc: SpecDocument, existing: Bundle | None, step: str | None = None,
         problem = upgrade_problem(cp, wanted)
         if problem:
             raise refuse(problem, f"keep kubernetes: \"{cp}\", or upgrade one minor at a time with `wgkube upgrade SPEC`")
-        raise refuse(f"the control plane runs {cp} (the secrets bundle records it); new nodes installing {wanted} "
-                     f"would be newer than the API server (version skew policy: a kubelet is never newer)",
+        raise refuse(f"the control plane runs {cp} (the secrets bundle records it): new nodes would install {wanted}, "
+                     f"and {kubelet_problem(wanted, cp)} (version skew policy)",
                      "upgrade the running cluster first: `wgkube upgrade SPEC` renders the scripts, in kubeadm's order; "
                      f"or set kubernetes: \"{cp}\" back")
     return now

@@ -282,7 +282,7 @@ def upgrade_cluster(workdir: Path, vms: dict, nodes: dict[str, Node]) -> Upgrade
                 up.steps.append((name, f"script {script.name}", rc, output))
             else:
                 rc, output = _guest_shell(vms[name], shlex.split(rest))
-                up.steps.append((name, rest.split(" --")[0] if "drain" in rest else rest, rc, output))
+                up.steps.append((name, rest.split(" --ignore-daemonsets")[0], rc, output))
             if rc != 0:
                 raise AssertionError(f"{name}: {rest} exited {rc}:\n{output}")
 

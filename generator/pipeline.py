@@ -17,7 +17,7 @@ from .output import check_target, discard, read_manifest, recover, sha256, stage
 from .plan import Member, Plan, plan_summary, with_addons
 from .secrets import Age, Bundle
 from .spec import SpecDocument, load_spec
-from .daytwo.planning import plan_for, rekey_bundle
+from .daytwo.planning import plan_for, rekey_bundle, renew_admin_bundle
 
 if TYPE_CHECKING:
     from .daytwo.diff import Report
@@ -60,9 +60,10 @@ class Rendered:
 
 def prepare(spec_path: Path, secrets_path: Path | None = None, *, age: Age | None = None,
             rekey: str | None = None, rekey_join: bool = False, now: dt.datetime | None = None,
-            doc: SpecDocument | None = None, check_registries: bool = True) -> Prepared:
+            doc: SpecDocument | None = None, check_registries: bool = True, renew_admin: str | None = None) -> Prepared:
     """Everything up to (not including) writing. Raises UserError on any problem.
-    rekey: a member that gets a new WireGuard key (or, with rekey_join, a new join credential)."""
+    rekey: a member that gets a new WireGuard key (or, with rekey_join, a new join credential).
+    renew_admin: an admin that gets a new certificate of the revocable form (`wgkube admin renew`)."""
     age = age if age is not None else Age.from_env()
     now = now or dt.datetime.now(dt.timezone.utc)
     doc = doc if doc is not None else load_spec(spec_path)
@@ -71,6 +72,8 @@ def prepare(spec_path: Path, secrets_path: Path | None = None, *, age: Age | Non
     changes: list[str] = []
     if rekey is not None:  # day two: `wgkube rekey` replaces one secret before planning
         existing, changes = rekey_bundle(doc, existing, rekey, rekey_join, now, bundle_path)
+    if renew_admin is not None:  # issue 17 item 2: the hub's peer list does not change
+        existing, changes = renew_admin_bundle(doc, existing, renew_admin, now, bundle_path)
     plan = with_addons(plan_for(doc.spec, existing, hub_changes=rekey is not None and not rekey_join, now=now), doc)
     bundle, added = secrets_mod.populate(existing, plan, now)
     if check_registries:

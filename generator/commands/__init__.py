@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import importlib
 
-COMMANDS = ("init", "check", "render", "plan", "verify", "lab", "status", "graph", "qr", "rekey", "encrypt", "secret")
+COMMANDS = ("init", "check", "render", "plan", "verify", "lab", "status", "graph", "qr", "rekey", "admin", "encrypt", "secret")
 
 
 def register_all(app, user_errors) -> None:

@@ -22,7 +22,7 @@ def expiry_warning(name: str, not_after: dt.datetime, now: dt.datetime, spec: st
     if left <= dt.timedelta(0):
         return f"admin {name}'s certificate expired on {not_after:%Y-%m-%d %H:%M} UTC: its kubeconfig no longer works; {fix}"
     if left <= dt.timedelta(days=facts.ADMIN_CERT_WARN_DAYS):
-        days = left.days
+        days = round(left.total_seconds() / 86400)  # to the nearest day: 9 days 23 h reads as 10
         when = "in less than a day" if days == 0 else f"in {days} day{'s' if days != 1 else ''}"
         return f"admin {name}'s certificate expires {when}, on {not_after:%Y-%m-%d %H:%M} UTC; {fix}"
     return None

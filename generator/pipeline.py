@@ -182,7 +182,8 @@ def render_all(plan: Plan, bundle: Bundle, provider: str | None = None, iso: boo
             files[f"{base}/seed.iso"] = (iso_art.seed_iso(files[f"{base}/user-data"][0], files[f"{base}/meta-data"][0], net), 0o600)
             report.artifacts.append("seed.iso")
         if packer:
-            for rel, item in packer_art.node_templates(plan, member).items():
+            first_boot = next(f.content for f in node_files if f.path == "/usr/local/sbin/wgkube-firstboot")
+            for rel, item in packer_art.node_templates(plan, member, first_boot).items():
                 files[f"{base}/packer/{rel}"] = item
             report.artifacts.append("packer")
         reports.append(report)

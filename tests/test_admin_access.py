@@ -324,3 +324,12 @@ def test_a_hub_with_many_revocable_admins_still_fits_aws(tmp_path):
     data = (out / "nodes" / "hub" / "user-data").read_bytes()
     assert len(data) <= 16 * 1024, len(data)
     check_bindings(files_of(out, "hub")[BINDINGS][0].decode(), [f"admin-{i}" for i in range(20)])
+
+
+def test_plan_warns_when_a_removed_admin_comes_back_under_the_same_name(tmp_path):
+    render(tmp_path, spec_text(("laptop", "phone")))
+    render(tmp_path, spec_text(("laptop",)))                    # phone removed: its binding goes
+    (tmp_path / "cluster.yaml").write_text(spec_text(("laptop", "phone")))
+    text = " ".join(wgkube("plan", str(tmp_path / "cluster.yaml"), "-o", str(tmp_path / "out")).stdout.split())
+    assert "admin phone was removed on" in text and "access again" in text and "use another name" in text
+    assert "admin laptop was removed" not in text

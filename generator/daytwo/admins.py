@@ -48,8 +48,32 @@ def warnings(plan: Plan, bundle: Bundle, now: dt.datetime, spec: str = "SPEC") -
         w = expiry_warning(m.name, pki.cert_facts(pair["cert"])[2], now, spec)
         if w:
             out.append(w)
+    out += comeback_warnings(plan, bundle, now)
     legacy = legacy_warning(admin_rbac.legacy(plan, bundle), spec)
     return out + ([legacy] if legacy else [])
+
+
+def comeback_warnings(plan: Plan, bundle: Bundle, now: dt.datetime) -> list[str]:
+    """Revocation is per admin name: an admin removed with a revocable certificate and added back
+    under the same name gets its binding again, and the removed certificate (a lost laptop's?)
+    works again until it expires. Said once per name while such a certificate is unexpired."""
+    out = []
+    current = {m.name for m in plan.admins}
+    for key, entry in sorted(bundle.retired.items()):
+        name = key.partition("@")[0]
+        pair = entry.get("admin_cert") if isinstance(entry, dict) else None
+        if name not in current or entry.get("reason") != "removed from the spec" or not isinstance(pair, dict):
+            continue
+        try:
+            _, groups, end = pki.cert_facts(pair["cert"])
+        except (KeyError, TypeError, ValueError):
+            continue
+        if pki.LEGACY_ADMIN_GROUP in groups or end <= now:
+            continue
+        out.append(f"admin {name} was removed on {str(entry.get('retired', '?'))[:10]} and is back under the same name: "
+                   f"its binding gives the certificate it had then access again until {end:%Y-%m-%d} (revocation is per name). "
+                   f"If that certificate may be in the wrong hands, use another name for {name}")
+    return out
 
 
 def kubeconfig_not_after(text: str) -> dt.datetime | None:

@@ -333,3 +333,21 @@ def test_plan_warns_when_a_removed_admin_comes_back_under_the_same_name(tmp_path
     text = " ".join(wgkube("plan", str(tmp_path / "cluster.yaml"), "-o", str(tmp_path / "out")).stdout.split())
     assert "admin phone was removed on" in text and "access again" in text and "use another name" in text
     assert "admin laptop was removed" not in text
+
+
+def test_status_prints_the_expiry_warning_after_its_table(tmp_path):
+    """`wgkube status OUTDIR` end to end: no member answers here (no tunnel), the warning still shows;
+    with --json it goes to stderr and stdout stays one JSON object."""
+    import json
+    text = spec_text() + "status_endpoint: true\n"
+    out = render(tmp_path, text)
+    b = bundle(tmp_path)
+    b["admins"]["laptop"] = pki.new_admin_cert(b["pki"]["ca"], "laptop", dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=355))
+    (tmp_path / "cluster.secrets.yaml").write_text(yaml.safe_dump(b))
+    render(tmp_path, text)
+    proc = wgkube("status", str(out), "--no-api", "--timeout", "0.3", check=False)
+    assert proc.returncode in (0, 1) and "Traceback" not in proc.stderr
+    assert "warning: admin laptop's certificate expires in 10 days" in " ".join(proc.stdout.split())
+    js = wgkube("status", str(out), "--no-api", "--timeout", "0.3", "--json", check=False)
+    json.loads(js.stdout)
+    assert "admin laptop's certificate expires in 10 days" in js.stderr

@@ -51,3 +51,7 @@ VXLAN_OVERHEAD = 50
 # spare slot for this long: a stale Kubernetes Node or a peer still configured with that address
 # would otherwise point at someone else. Used only when the range has other free addresses.
 RETIRED_ADDRESS_QUARANTINE_DAYS = 30
+
+# `wgkube plan` and `wgkube status` warn when an admin's client certificate expires within this
+# many days (or has expired), naming the fix: wgkube admin renew NAME SPEC (issue 17 item 2).
+ADMIN_CERT_WARN_DAYS = 30

@@ -19,7 +19,7 @@ from .plan import Member, Plan, plan_summary, with_addons, with_kubernetes
 from .secrets import Age, Bundle
 from .spec import SpecDocument, load_spec
 from .daytwo import upgrade
-from .daytwo.planning import plan_for, rekey_bundle
+from .daytwo.planning import plan_for, rekey_bundle, renew_admin_bundle
 
 if TYPE_CHECKING:
     from .daytwo.diff import Report
@@ -62,10 +62,11 @@ class Rendered:
 
 def prepare(spec_path: Path, secrets_path: Path | None = None, *, age: Age | None = None,
             rekey: str | None = None, rekey_join: bool = False, now: dt.datetime | None = None,
-            doc: SpecDocument | None = None, check_registries: bool = True, upgrade_step: str | None = None,
-            out_root: Path | None = None) -> Prepared:
+            doc: SpecDocument | None = None, check_registries: bool = True, renew_admin: str | None = None,
+            upgrade_step: str | None = None, out_root: Path | None = None) -> Prepared:
     """Everything up to (not including) writing. Raises UserError on any problem.
     rekey: a member that gets a new WireGuard key (or, with rekey_join, a new join credential).
+    renew_admin: an admin that gets a new certificate of the revocable form (`wgkube admin renew`).
     upgrade_step: `wgkube upgrade` (daytwo/upgrade.py STEPS) moves the Kubernetes upgrade on.
     out_root: where out/ is (default: beside the spec); its plan.json says which minor a bundle
     from before issue 17 runs."""
@@ -77,6 +78,8 @@ def prepare(spec_path: Path, secrets_path: Path | None = None, *, age: Age | Non
     changes: list[str] = []
     if rekey is not None:  # day two: `wgkube rekey` replaces one secret before planning
         existing, changes = rekey_bundle(doc, existing, rekey, rekey_join, now, bundle_path)
+    if renew_admin is not None:  # issue 17 item 2: the hub's peer list does not change
+        existing, changes = renew_admin_bundle(doc, existing, renew_admin, now, bundle_path)
     versions = upgrade.resolve(doc, existing, upgrade_step, last_rendered_kubernetes(spec_path, out_root, doc.spec.name))
     plan = with_kubernetes(with_addons(plan_for(doc.spec, existing, hub_changes=rekey is not None and not rekey_join, now=now), doc),
                            versions.control_plane, versions.upgrade_to)
@@ -200,7 +203,8 @@ def render_all(plan: Plan, bundle: Bundle, provider: str | None = None, iso: boo
             files[f"{base}/seed.iso"] = (iso_art.seed_iso(files[f"{base}/user-data"][0], files[f"{base}/meta-data"][0], net), 0o600)
             report.artifacts.append("seed.iso")
         if packer:
-            for rel, item in packer_art.node_templates(plan, member).items():
+            first_boot = next(f.content for f in node_files if f.path == "/usr/local/sbin/wgkube-firstboot")
+            for rel, item in packer_art.node_templates(plan, member, first_boot).items():
                 files[f"{base}/packer/{rel}"] = item
             report.artifacts.append("packer")
         reports.append(report)

@@ -232,7 +232,8 @@ def test_control_plane_gets_the_addons_and_the_credential_0600(full_out):
     values = yaml.safe_load(files["/etc/wgkube/addons/gitlab-runner.values.yaml"][0])
     assert values["runnerToken"] == "REPLACE-WITH-YOUR-RUNNER-TOKEN"
     first_boot = files["/usr/local/sbin/wgkube-firstboot"][0].decode()
-    assert "kubeadm cni addons \"done\"" in first_boot and addons_art.SCRIPT_PATH in first_boot
+    # (admins: the revocable admins' ClusterRoleBindings, issue 17 item 2, before the add-ons)
+    assert "kubeadm cni admins addons \"done\"" in first_boot and addons_art.SCRIPT_PATH in first_boot
     # In order: registry secrets first (a chart's pods pull with them), then the add-ons as listed.
     steps = [line.split()[1] for line in script.decode().splitlines() if line.startswith("step ")]
     assert steps == ['"registry-0-gitlab-runner"', '"addon-hello"', '"addon-gitlab-runner"']

@@ -315,7 +315,10 @@ def test_plan_writes_nothing_shows_no_keys_and_predicts_the_render(tmp_path):
     inner = predicted["members"]["hub"]["files"]["nodes/hub/user-data"]["inner"]
     # With a join window its kubeadm config changes too (worker-2's token in, homelab-1's out):
     # used once, at its first boot; the running hub gets the token from its live update.
+    # The new admin's certificate is of the revocable form (issue 17 item 2): its ClusterRoleBinding
+    # joins the control plane's bindings file, which its live update applies.
     assert sorted(inner, key=lambda f: f["path"]) == [
+        {"path": "/etc/wgkube/admin-bindings.yaml", "status": "changed", "category": "admins"},
         {"path": "/etc/wgkube/firewall.nft", "status": "changed", "category": "boot"},
         {"path": "/etc/wgkube/kubeadm.yaml", "status": "changed", "category": "first-boot"},
         {"path": "/etc/wireguard/wg0.conf", "status": "changed", "category": "live"}]

@@ -181,6 +181,10 @@ def render_text(text: str):
     existing.cluster = doc.spec.name
     plan = with_addons(plan_for(doc.spec, existing), doc)
     bundle, _ = secrets_mod.populate(existing, plan, NOW)
+    # A renamed member retires its old name; a retired admin of the revocable form adds the block
+    # that deletes its binding to the hub's live update (issue 17 item 2, tests/test_admin_access.py).
+    # The clean render retires nothing: compare like with like.
+    bundle.retired = {}
     bundle.registries = {r.server: 'pass"word\\$(id)`x`' for r in doc.spec.registries}
     rendered = render_all(plan, bundle, iso=False, packer=True)
     return plan, {rel: data for rel, (data, _mode) in rendered.files.items()}

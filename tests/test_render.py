@@ -140,7 +140,8 @@ def test_admin_kubeconfig_is_signed_by_the_cluster_ca(example_out, tmp_path):
     proc = subprocess.run(["openssl", "verify", "-CAfile", str(tmp_path / "ca.pem"), str(tmp_path / "admin.pem")], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     subj = subprocess.run(["openssl", "x509", "-noout", "-subject", "-in", str(tmp_path / "admin.pem")], capture_output=True, text=True).stdout
-    assert "kubeadm:cluster-admins" in subj
+    # issue 17 item 2: the revocable form, user only; its rights come from its ClusterRoleBinding
+    assert "CN = wgkube-admin:laptop" in subj and "kubeadm:cluster-admins" not in subj and "O = " not in subj
     wg = (example_out / "admins/laptop/wg0.conf").read_text()
     assert "Endpoint = 203.0.113.10:51820" in wg and "AllowedIPs = 10.88.0.1/32, 10.88.0.0/24" in wg and "PersistentKeepalive = 25" in wg
 

@@ -114,9 +114,13 @@ def _require_environment() -> None:
 
 def contract_phases(node: "Node | None" = None) -> list[str]:
     """Phase names in the order docs/node-contract.md lists them; a node that carries the add-on
-    script (control plane of a spec with addons:) runs `addons` between `cni` and `done`."""
+    script (control plane of a spec with addons:) runs `addons` between `cni` and `done`, and a
+    control plane with admin bindings runs `admins` before it."""
     phases = re.findall(r"^\d+\.\s+`([a-z-]+)`", CONTRACT.read_text(), flags=re.M)
     assert phases, f"no numbered phase list found in {CONTRACT}"
+    if node is not None and "/etc/wgkube/admin-bindings.yaml" in node.files:
+        # issue 17 item 2: a control plane with admins of the revocable form applies their bindings
+        phases.insert(phases.index("done"), "admins")
     if node is not None and node.has_addons:
         phases.insert(phases.index("done"), "addons")
     return phases

@@ -21,7 +21,7 @@ from ..plan import Member, Plan
 from ..secrets import Bundle
 from .encode import comment, yaml_scalar
 from .templates import render
-from . import addons, failover, firewall, join, kubeadm, status, wireguard
+from . import addons, admin_rbac, failover, firewall, join, kubeadm, status, wireguard
 
 ENCODINGS = ("plain", "gz+b64", "gzip")
 
@@ -33,11 +33,13 @@ class NodeFile:
     mode: int = 0o644
 
 
-def first_boot_script(plan: Plan, member: Member) -> str:
+def first_boot_script(plan: Plan, member: Member, admin_bindings: bool = False) -> str:
     """Same for every node of one role and package family but for the node's name: rendered once
-    per kind with a stand-in name, which is then replaced (tests compare with a direct render)."""
+    per kind with a stand-in name, which is then replaced (tests compare with a direct render).
+    admin_bindings: the control plane applies the admins' ClusterRoleBindings (admin_rbac.py)."""
     text = _first_boot_for_kind(member.role, member.package_family, member.os, plan.kubernetes, plan.cluster,
-                                plan.api_address, plan.api_port, plan.interface, plan.port, addons.wanted(plan, member))
+                                plan.api_address, plan.api_port, plan.interface, plan.port, addons.wanted(plan, member),
+                                admin_bindings)
     return text.replace(_NAME_STANDIN, member.name)
 
 
@@ -46,15 +48,16 @@ _NAME_STANDIN = "@@wgkube-node-name@@"
 
 @lru_cache(maxsize=64)
 def _first_boot_for_kind(role: str, family: str | None, os_name: str | None, kubernetes: str, cluster: str, api_address: str,
-                         api_port: int, interface: str, port: int, with_addons: bool = False) -> str:
+                         api_port: int, interface: str, port: int, with_addons: bool = False,
+                         admin_bindings: bool = False) -> str:
     from types import SimpleNamespace
     plan = SimpleNamespace(kubernetes=kubernetes, cluster=cluster, api_address=api_address, api_port=api_port,
                            interface=interface, port=port)
     member = SimpleNamespace(name=_NAME_STANDIN, role=role, package_family=family, os=os_name)
-    return render_first_boot(plan, member, with_addons)
+    return render_first_boot(plan, member, with_addons, admin_bindings)
 
 
-def render_first_boot(plan, member, with_addons: bool = False) -> str:
+def render_first_boot(plan, member, with_addons: bool = False, admin_bindings: bool = False) -> str:
     """The first-boot script rendered directly (the reference for first_boot_script). Every URL,
     package name and version in it comes from generator/versions.py."""
     apt = member.package_family == "apt"
@@ -68,7 +71,8 @@ def render_first_boot(plan, member, with_addons: bool = False) -> str:
                   apt_lock_timeout=versions.APT_LOCK_TIMEOUT,
                   cri_socket=kubeadm.CRI_SOCKETS[kubeadm.runtime_for(member)],
                   flannel_image=versions.FLANNEL_IMAGE, cni_plugin_image=versions.FLANNEL_CNI_PLUGIN_IMAGE,
-                  addons=with_addons, addons_script=addons.SCRIPT_PATH)
+                  addons=with_addons, addons_script=addons.SCRIPT_PATH,
+                  admin_bindings=admin_bindings, admin_bindings_path=admin_rbac.BINDINGS_PATH)
 
 
 def flannel_manifest(plan: Plan) -> str:
@@ -86,6 +90,7 @@ def _same_everywhere(template: str, interface: str) -> str:
 def node_files(plan: Plan, bundle: Bundle, member: Member) -> list[NodeFile]:
     iface = plan.interface
     same = lambda t: _same_everywhere(t, iface)  # noqa: E731
+    bindings = admin_rbac.manifest(plan, bundle) if admin_rbac.wanted(plan, bundle, member) else None
     files = [
         NodeFile(f"/etc/wireguard/{iface}.conf", wireguard.wg_conf(plan, bundle, member), 0o600),
         NodeFile("/etc/wgkube/firewall.nft", firewall.ruleset(plan, member), 0o600),
@@ -96,7 +101,7 @@ def node_files(plan: Plan, bundle: Bundle, member: Member) -> list[NodeFile]:
         NodeFile("/etc/wgkube/kubeadm.yaml", kubeadm.config(plan, bundle, member), 0o600),
         NodeFile("/etc/systemd/system/kubelet.service.d/20-wgkube.conf", same("kubelet-after-wg.conf.j2")),
         NodeFile("/etc/udev/rules.d/90-wgkube-flannel.rules", same("flannel-offload.rules.j2")),
-        NodeFile("/usr/local/sbin/wgkube-firstboot", first_boot_script(plan, member), 0o755),
+        NodeFile("/usr/local/sbin/wgkube-firstboot", first_boot_script(plan, member, bindings is not None), 0o755),
         NodeFile("/etc/systemd/system/wgkube-firstboot.service", same("wgkube-firstboot.service.j2")),
     ]
     if member.role == "control-plane":
@@ -112,6 +117,10 @@ def node_files(plan: Plan, bundle: Bundle, member: Member) -> list[NodeFile]:
             NodeFile("/etc/kubernetes/pki/sa.pub", p["sa"]["pub"]),
             NodeFile("/etc/wgkube/flannel.yaml", flannel_manifest(plan)),
         ]
+        if bindings is not None:
+            # issue 17 item 2: one ClusterRoleBinding per admin of the revocable form (none for a
+            # bundle of old-form certificates only: its files stay byte for byte).
+            files.append(NodeFile(admin_rbac.BINDINGS_PATH, bindings))
     else:
         # Public CA certificate only: lets the worker check the API before it joins.
         files.append(NodeFile("/etc/wgkube/ca.crt", bundle.pki["ca"]["cert"]))

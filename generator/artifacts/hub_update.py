@@ -9,6 +9,7 @@ import shlex
 
 from ..plan import Member, Plan
 from ..secrets import Bundle, is_token_join, join_expires, token_id
+from . import admin_rbac
 from .encode import Block
 from .kubeadm import worker_tokens
 from .templates import render
@@ -43,7 +44,8 @@ def _script(plan: Plan, bundle: Bundle, member: Member, conf: str, words: dict, 
     return render("hub-update.sh.j2", plan=plan, hub=member, hub_public_key=bundle.public_key(member.name),
                   conf_before=Block(before + "\n"), conf_after=Block(after), apply=apply, words=words,
                   failover_conf=Block(failover_conf) if failover_conf else None,
-                  join_tokens=join_tokens(plan, bundle, member))
+                  join_tokens=join_tokens(plan, bundle, member),
+                  admin_access=admin_rbac.live_update(plan, bundle, member))
 
 
 def join_tokens(plan: Plan, bundle: Bundle, member: Member) -> dict | None:

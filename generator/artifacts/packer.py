@@ -131,8 +131,10 @@ def _build_meta_data(hostname: str) -> bytes:
 _YAML_WORDS = frozenset({"y", "n", "yes", "no", "on", "off", "true", "false", "null"})
 
 
-def node_templates(plan: Plan, member: Member) -> dict[str, tuple[bytes, int]]:
-    """nodes/<node>/packer/: template, provisioning script, bake script, qemu build seed."""
+def node_templates(plan: Plan, member: Member, first_boot: str | None = None) -> dict[str, tuple[bytes, int]]:
+    """nodes/<node>/packer/: template, provisioning script, bake script, qemu build seed.
+    first_boot: the node's first-boot script as its user-data holds it (the control plane's
+    depends on the bundle: its admins' bindings phase, issue 17 item 2); else rendered here."""
     seed_files = ["user-data", "meta-data"]
     if cloudinit.network_config(member) is not None:
         seed_files.append("network-config")
@@ -143,7 +145,7 @@ def node_templates(plan: Plan, member: Member) -> dict[str, tuple[bytes, int]]:
         TEMPLATE: (_template(title=title, run_dir=f"nodes/{member.name}/packer", image_name=name, image_label=member.name,
                              os_name=member.os or "debian-12", plan=plan, uploads=uploads, seed=True), 0o644),
         "provision.sh": (_provision(title=title, plan=plan, node=member.name, seed_files=seed_files), 0o755),
-        "wgkube-firstboot": (cloudinit.first_boot_script(plan, member).encode(), 0o755),
+        "wgkube-firstboot": ((first_boot if first_boot is not None else cloudinit.first_boot_script(plan, member)).encode(), 0o755),
         BUILD_SEED: (build_seed(plan, f"{name}-build"), 0o644),
     }
 

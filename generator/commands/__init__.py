@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import importlib
 
-COMMANDS = ("init", "check", "render", "plan", "verify", "lab", "status", "graph", "qr", "rekey", "upgrade", "encrypt", "secret")
+COMMANDS = ("init", "check", "render", "plan", "verify", "lab", "status", "graph", "qr", "rekey", "admin", "upgrade", "encrypt", "secret")
 
 
 def register_all(app, user_errors) -> None:

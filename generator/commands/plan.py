@@ -70,6 +70,10 @@ def register(app: typer.Typer, user_errors) -> None:
             report.actions = [f"rekey {rekey}, in this order:\n    " + "\n    ".join(steps)] + [
                 a for a in report.actions if "hub-update" not in a and "own WireGuard config" not in a
                 and "peer-update/" not in a and "its WireGuard config changes" not in a]
+        # issue 17 item 2: admin certificates that expire within facts.ADMIN_CERT_WARN_DAYS, or of the old form
+        import datetime as dt
+        from ..daytwo.admins import warnings as admin_warnings
+        report.warnings = admin_warnings(prepared.plan, prepared.bundle, dt.datetime.now(dt.timezone.utc), str(spec))
         if as_json:
             write_json(daytwo_report.report_json(report))
             return

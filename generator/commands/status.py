@@ -99,6 +99,32 @@ def renderable(report, width: int):
     return Group(*blocks, *foot)
 
 
+def admin_cert_warnings(out_dir: Path, now=None) -> list[str]:
+    """Issue 17 item 2: each admins/<name>/kubeconfig of the rendered folder whose certificate expires
+    within facts.ADMIN_CERT_WARN_DAYS, or has expired (the spec is not at hand here: SPEC stands for it)."""
+    import datetime as dt
+    from ..daytwo.admins import expiry_warning, kubeconfig_not_after
+    now = now or dt.datetime.now(dt.timezone.utc)
+    found = []
+    for path in sorted((out_dir / "admins").glob("*/kubeconfig")):
+        try:
+            not_after = kubeconfig_not_after(path.read_text())
+        except (OSError, UnicodeDecodeError):
+            continue
+        if not_after is not None and (w := expiry_warning(path.parent.name, not_after, now)):
+            found.append(w)
+    return found
+
+
+def _print_admin_warnings(out_dir: Path, stream: str = "out") -> None:
+    import sys
+    for w in admin_cert_warnings(out_dir):
+        if stream == "err":
+            sys.stderr.write(f"warning: {w}\n")
+        else:
+            out.print(f"warning: {w}", style="yellow", highlight=False, soft_wrap=True)
+
+
 def register(app: typer.Typer, user_errors) -> None:
     @app.command("status", short_help="every member's state, asked over the VPN")
     @user_errors
@@ -123,11 +149,14 @@ def register(app: typer.Typer, user_errors) -> None:
         if as_json:
             report = once()
             print(json.dumps(report.to_json(), indent=1))
+            _print_admin_warnings(out_dir, "err")  # stdout holds the one JSON object
             raise typer.Exit(1 if report.failed else 0)
         if not watch:
             report = once()
             out.print(renderable(report, out.width), highlight=False, soft_wrap=False)
+            _print_admin_warnings(out_dir)
             raise typer.Exit(1 if report.failed else 0)
+        _print_admin_warnings(out_dir)  # once, before the refreshes
         report = once()
         if not out.is_terminal:
             # Piped or logged: rich Live would show only the last state; print each one in turn.

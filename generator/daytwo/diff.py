@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass, field
 
+from ..artifacts.admin_rbac import BINDINGS_PATH, binding_name
 from ..artifacts.hub_update import hub_update_command, hub_update_name, member_update_command, member_update_path
 from ..plan import Plan
 from ..secrets import Bundle, is_token_join, join_expires, token_id
@@ -16,6 +17,8 @@ def _category(path: str, iface: str) -> str:
         return "live"       # the running tunnel: apply by hand (hub-update script, or the node's new conf)
     if path == "/etc/wgkube/failover.conf":
         return "live"       # mesh: the peer update script installs it with the peers and restarts the loop
+    if path == BINDINGS_PATH:
+        return "admins"     # issue 17 item 2: the admins' ClusterRoleBindings; the control plane's live update applies them
     if path.startswith("/etc/wgkube/addons/") or path == "/usr/local/sbin/wgkube-addons":
         return "addon"      # issue 18: applied once at first boot; on a running cluster, over the VPN (`wgkube plan`)
     if path in ("/etc/wgkube/firewall.nft", "/etc/sysctl.d/90-wgkube.conf", "/etc/modules-load.d/wgkube.conf",
@@ -53,6 +56,8 @@ class Report:
     secrets: list[str]
     # issue 18: (name, added | changed | removed | unchanged, what the spec says) per add-on and registry
     addons: list[tuple[str, str, str]] = field(default_factory=list)
+    # issue 17 item 2: admin certificates expiring or of the old form (`wgkube plan` fills it; never fatal)
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def hub_must_update(self) -> bool:
@@ -172,6 +177,24 @@ def addon_actions(changes: list[tuple[str, str, str]], old_plan: dict | None, pl
     return out
 
 
+def _revocable_retired(bundle: Bundle, name: str) -> bool:
+    """The admin that left held a certificate of the revocable form (it has a binding to delete)."""
+    from ..secrets import pki
+    pair = latest_retired(bundle, name).get("admin_cert")
+    try:
+        return isinstance(pair, dict) and pki.admin_cert_revocable(pair["cert"])
+    except (KeyError, ValueError, TypeError):
+        return False
+
+
+def _control_plane_update(plan: Plan, out_hint: str) -> str:
+    """The command that runs the control plane's live update (the hub's, or its own in a mesh)."""
+    cp = next(m for m in plan.nodes if m.role == "control-plane")
+    if plan.mesh is not None:
+        return member_update_command(plan, cp, f"{out_hint}/{member_update_path(cp)}")
+    return hub_update_command(plan, f"{out_hint}/hub-update/{hub_update_name(plan)}")
+
+
 def latest_retired(bundle: Bundle, name: str) -> dict:
     """The most recent retired entry of a member (name, name@2, name@3, ...)."""
     keys = [k for k in bundle.retired if k == name or k.startswith(name + "@")]
@@ -254,6 +277,11 @@ def _actions(members: list[MemberChange], plan: Plan, bundle: Bundle, out_hint: 
             if old_kinds.get(mc.name, mc.kind) == "node":
                 actions.append(f"{mc.name} left the cluster: its VPN key is retired and dropped from {'every peer list' if mesh else 'the hub'}; remove it from Kubernetes:\n"
                                f"    kubectl delete node {mc.name}")
+            elif _revocable_retired(bundle, mc.name):
+                # issue 17 item 2: its ClusterRoleBinding goes with the control plane's live update
+                actions.append(f"admin {mc.name} left: its VPN key is retired; its certificate is revoked when the control plane's "
+                               f"live update deletes its binding {binding_name(mc.name)}: run it now\n    "
+                               + _control_plane_update(plan, out_hint))
             else:
                 actions.append(f"admin {mc.name} left: its VPN key is retired; its kubeconfig certificate stays valid until it expires "
                                f"but only reaches the API from inside the VPN")
@@ -282,6 +310,13 @@ def _actions(members: list[MemberChange], plan: Plan, bundle: Bundle, out_hint: 
                            "the unit, or re-provision; running as is keeps the old ones")
     if plan.join_window_days:
         actions += _join_token_actions(plan, bundle, out_hint, mesh, cluster_files or [])
+    cp = next((m for m in plan.nodes if m.role == "control-plane"), None)
+    if cp is not None and cp.name in by_name and BINDINGS_PATH in {p for f in by_name[cp.name].changed() for (p, _, _) in f.inner}:
+        # issue 17 item 2: an admin added, renewed to the revocable form, or gone
+        command = _control_plane_update(plan, out_hint)
+        if not any(command in a for a in actions):
+            actions.append(f"the admins' ClusterRoleBindings change: the running control plane ({cp.name}) applies them only when "
+                           f"told; run its live update before a new or renewed admin uses its kubeconfig:\n    " + command)
     now = dt.datetime.now(dt.timezone.utc)
     for name in sorted(bundle.joins):
         end = join_expires(bundle.joins[name])

@@ -12,6 +12,7 @@ from ..errors import Problem, UserError
 from ..plan import Plan, build_plan
 from ..secrets import SLOT_RE, Bundle
 from ..secrets import rekey as secrets_rekey
+from ..secrets import renew_admin
 from ..spec import ClusterSpec, SpecDocument
 
 
@@ -106,3 +107,22 @@ def rekey_bundle(doc: SpecDocument, existing: Bundle | None, name: str, join: bo
     if join and any(n.name == name and n.role == "control-plane" for n in spec.nodes):
         raise UserError(Problem("", f"{name} is the control plane: it does not join, it runs `kubeadm init`", "rekey --join a worker"))
     return secrets_rekey(existing, name, now, days)
+
+
+def check_admin_name(doc: SpecDocument, name: str) -> None:
+    """`wgkube admin renew NAME`: NAME must be an admin of the spec (checked before the lock is taken)."""
+    admins = [a.name for a in doc.spec.admins]
+    if name not in admins:
+        nodes = {n.name for n in doc.spec.nodes}
+        what = "a node, not an admin" if name in nodes else "not an admin of the spec"
+        raise UserError(Problem("admins", f"{name!r} is {what} (admins: {', '.join(admins) or 'none'})",
+                                "name an admin listed under admins: in the spec"), doc.source)
+
+
+def renew_admin_bundle(doc: SpecDocument, existing: Bundle | None, name: str, now: dt.datetime,
+                       bundle_path: Path) -> tuple[Bundle, list[str]]:
+    """`wgkube admin renew`: checks, then a new revocable certificate for one admin (the old one retired)."""
+    check_admin_name(doc, name)
+    if existing is None:
+        raise UserError(Problem("", f"no secrets bundle at {bundle_path}: nothing to renew", "render the cluster first"))
+    return renew_admin(existing, name, now)

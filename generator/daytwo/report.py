@@ -29,6 +29,9 @@ def format_report(report: Report, title: str) -> str:
         lines.append("add-ons:")
         width_a = max(len(n) for n, _, _ in report.addons)
         lines += [f"  {name:<{width_a}}  {status:<9} {source}" for name, status, source in report.addons]
+    if report.warnings:  # issue 17 item 2: admin certificates
+        lines.append("warnings:")
+        lines += [f"  ! {w}" for w in report.warnings]
     if report.actions:
         lines.append("by hand:")
         lines += [f"  - {a}" for a in report.actions]
@@ -48,4 +51,5 @@ def report_json(report: Report) -> dict:
         "cluster_files": {f.path: f.status for f in report.cluster_files},
         "actions": report.actions,
         "secrets": report.secrets,
-    } | ({"addons": [{"name": n, "status": st, "source": src} for n, st, src in report.addons]} if report.addons else {})
+    } | ({"addons": [{"name": n, "status": st, "source": src} for n, st, src in report.addons]} if report.addons else {}) \
+      | ({"warnings": list(report.warnings)} if report.warnings else {})

@@ -467,7 +467,9 @@ def populate(existing: Bundle | None, plan: Plan, now: dt.datetime | None = None
         b.kubernetes["control_plane"] = plan.kubernetes
     for m in plan.admins:
         if m.name not in b.admins:
-            b.admins[m.name] = pki.new_client_cert(b.pki["ca"], f"wgkube-admin:{m.name}", ["kubeadm:cluster-admins"], now)
+            # issue 17 item 2: the revocable form (no kubeadm:cluster-admins group; a ClusterRoleBinding
+            # of its own on the control plane, artifacts/admin_rbac.py). Certificates made before stay as they are.
+            b.admins[m.name] = pki.new_admin_cert(b.pki["ca"], m.name, now)
             added.append(f"admin certificate for {m.name}")
     if plan.join_window_days:
         # A worker that already has a join credential keeps it, a certificate from an older wgkube
@@ -503,6 +505,23 @@ def rekey(existing: Bundle, name: str, now: dt.datetime, join_days: int | None =
     priv, pub = pki.wg_keypair()
     b.members[name] = {"private_key": priv, "public_key": pub, "vpn_ip": entry["vpn_ip"]}
     return b, [f"new WireGuard key for {name} (the old one is retired)"]
+
+
+def renew_admin(existing: Bundle, name: str, now: dt.datetime) -> tuple[Bundle, list[str]]:
+    """`wgkube admin renew`: a new certificate (and a new key) of the revocable form for one admin;
+    the old pair is retired (reason "renewed"), never dropped. A new key, not the old one: a renewal
+    is also the moment to stop trusting a key that may have been copied, and the laptop gets a
+    whole new kubeconfig anyway, so keeping the key saves nothing."""
+    b = copy.deepcopy(existing)
+    if name not in b.admins:
+        known = ", ".join(sorted(b.admins)) or "none"
+        raise UserError(Problem("", f"{name!r} is not an admin in the secrets bundle (admins: {known})",
+                                "renew an admin of the spec that has been rendered; a new admin gets its certificate from `wgkube render`"))
+    old = b.admins[name]
+    _retire(b, name, {"admin_cert": old}, "renewed", now)
+    b.admins[name] = pki.new_admin_cert(b.pki["ca"], name, now)
+    end = pki.cert_facts(b.admins[name]["cert"])[2]
+    return b, [f"new admin certificate for {name} (expires {end:%Y-%m-%d}; the old one is retired)"]
 
 
 def loose_permissions(path: Path) -> str | None:

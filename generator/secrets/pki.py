@@ -20,6 +20,12 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 CA_YEARS = 10
 ADMIN_CERT_DAYS = 365
+# The group wgkube's admin certificates carried before issue 17 item 2. kubeadm init (1.29+, KEP-4214,
+# kubernetes/kubeadm#2414) binds it to the ClusterRole cluster-admin, so such a certificate is an
+# admin for as long as it is valid: Kubernetes checks no revocation list for client certificates
+# (kubernetes/kubernetes#18982, still open), and the group cannot be unbound without locking out
+# /etc/kubernetes/admin.conf, which is in the same group.
+LEGACY_ADMIN_GROUP = "kubeadm:cluster-admins"
 
 
 def _key_pem(key: ec.EllipticCurvePrivateKey) -> str:
@@ -75,6 +81,37 @@ def new_client_cert(ca: dict[str, str], common_name: str, groups: list[str], now
         .sign(ca_key, hashes.SHA256())
     )
     return {"cert": _cert_pem(cert), "key": _key_pem(key)}
+
+
+def new_admin_cert(ca: dict[str, str], name: str, now: dt.datetime, days: int = ADMIN_CERT_DAYS) -> dict[str, str]:
+    """An admin's client certificate of the revocable form (issue 17 item 2): user
+    `wgkube-admin:<name>` (the API server takes the CN as the user name and each O as a group,
+    kubernetes.io/docs/reference/access-authn-authz/authentication/#x509-client-certificates) and
+    NO group at all. Its rights come only from the ClusterRoleBinding wgkube-admin-<name> the
+    control plane holds; deleting that binding revokes it. No group on purpose: a group that
+    nothing binds today is one somebody may bind tomorrow, and that would hand cluster-admin back
+    to every certificate ever issued, retired ones included."""
+    return new_client_cert(ca, admin_user(name), [], now, days=days)
+
+
+def admin_user(name: str) -> str:
+    """The Kubernetes user name of an admin's certificate (its CN)."""
+    return f"wgkube-admin:{name}"
+
+
+@lru_cache(maxsize=256)
+def cert_facts(cert_pem: str) -> tuple[str, tuple[str, ...], dt.datetime]:
+    """(common name, groups (O), notAfter in UTC) of a PEM certificate. Raises ValueError when unreadable."""
+    cert = x509.load_pem_x509_certificate(cert_pem.encode())
+    cn = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    groups = tuple(str(a.value) for a in cert.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME))
+    return (str(cn[0].value) if cn else "", groups, cert.not_valid_after_utc)
+
+
+def admin_cert_revocable(cert_pem: str) -> bool:
+    """False for a certificate of the old form (group kubeadm:cluster-admins, made before issue 17
+    item 2): it stays an admin until it expires, whatever the cluster's bindings say."""
+    return LEGACY_ADMIN_GROUP not in cert_facts(cert_pem)[1]
 
 
 def new_sa_keypair() -> dict[str, str]:

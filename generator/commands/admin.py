@@ -1,0 +1,105 @@
+"""`wgkube admin renew NAME SPEC`: a new admin certificate of the revocable form (issue 17 item 2).
+
+The old certificate is retired (reason "renewed"), never deleted; the cluster is re-rendered as
+`rekey` does (lock, atomic writes, the same confirmation). An admin whose old certificate was of
+the old form (group kubeadm:cluster-admins) needs its ClusterRoleBinding on the cluster BEFORE
+the new kubeconfig is used: the new certificate has no group, so without the binding it is
+allowed nothing. The order is printed (docs/day-two.md, "Admin access: renew and revoke")."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from .common import OutputOpt, out, output_dir, print_text
+from .plan import check_provider, options_from
+
+admin_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="admin access: renew an admin's certificate")
+
+
+def _steps(plan, name: str, cluster_dir: str, legacy: bool, old_end) -> list[str]:
+    """What to do after a renewal, in order."""
+    from ..artifacts.admin_rbac import binding_name
+    from ..artifacts.hub_update import hub_update_command, hub_update_name, member_update_command, member_update_path
+    kubeconfig = f"{cluster_dir}/admins/{name}/kubeconfig"
+    if not legacy:
+        return [f"install {kubeconfig} on {name}'s device (its binding {binding_name(name)} exists already: nothing changes on the cluster)",
+                f"the old certificate keeps working until {old_end:%Y-%m-%d} (the same user); to cut off a copy of it earlier, "
+                f"remove {name} from the spec and add the admin back under another name"]
+    cp = next(m for m in plan.nodes if m.role == "control-plane")
+    if plan.mesh is not None:
+        command = member_update_command(plan, cp, f"{cluster_dir}/{member_update_path(cp)}")
+    else:
+        command = hub_update_command(plan, f"{cluster_dir}/hub-update/{hub_update_name(plan)}")
+    return [f"FIRST apply the control plane's live update, so the binding {binding_name(name)} exists before the new "
+            f"certificate is used (it has no kubeadm:cluster-admins group; without the binding it may do nothing): {command}",
+            f"THEN install {kubeconfig} on {name}'s device and check it: kubectl --kubeconfig {kubeconfig} auth whoami",
+            f"delete the old kubeconfig there: the old certificate (group kubeadm:cluster-admins) cannot be revoked; "
+            f"it stays valid until {old_end:%Y-%m-%d}, from inside the VPN only"]
+
+
+def _confirm(name: str, steps: list[str]) -> None:
+    """As rekey: show what follows; ask on a terminal, refuse in a script without --yes."""
+    import sys
+    print_text(f"admin renew {name}: a new certificate and key; nothing is written until you agree. Then:")
+    for i, line in enumerate(steps, 1):
+        print_text(f"  {i}. {line}")
+    if not sys.stdin.isatty():
+        sys.stderr.write("not confirmed: stdin is not a terminal; pass --yes to renew from a script. Nothing was changed.\n")
+        raise typer.Exit(1)
+    if not typer.confirm(f"renew {name}'s certificate now?", default=False):
+        sys.stderr.write("not confirmed; nothing was changed.\n")
+        raise typer.Exit(1)
+
+
+def register(app: typer.Typer, user_errors) -> None:
+    @admin_app.command("renew", short_help="new revocable certificate for one admin")
+    @user_errors
+    def renew_cmd(name: str = typer.Argument(..., help="the admin (as named under admins: in the spec)"),
+                  spec: Path = typer.Argument(..., help="cluster spec (YAML)"),
+                  output: Optional[Path] = OutputOpt,
+                  secrets: Optional[Path] = typer.Option(None, "--secrets", help="secrets bundle (default: beside the spec)"),
+                  provider: Optional[str] = typer.Option(None, "--provider", help="as for render (default: what the last render used)"),
+                  iso: Optional[bool] = typer.Option(None, "--iso/--no-iso", help="as for render (default: what the last render used)"),
+                  packer: Optional[bool] = typer.Option(None, "--packer/--no-packer", help="as for render (default: what the last render used)"),
+                  age_identity: List[Path] = typer.Option([], "--age-identity", help="age identity file (encrypted bundle), or $WGKUBE_AGE_IDENTITY"),
+                  age_recipient: List[str] = typer.Option([], "--age-recipient", help="encrypt the bundle to this age recipient, or $WGKUBE_AGE_RECIPIENTS"),
+                  yes: bool = typer.Option(False, "--yes", "-y", help="do not ask (scripts)")) -> None:
+        """Give one admin a new certificate (and key) that the cluster can revoke; retire the old one; re-render; print the order."""
+        from .. import pipeline
+        from ..daytwo.diff import latest_retired
+        from ..daytwo.planning import check_admin_name
+        from ..output import read_manifest
+        from ..secrets import Age
+        from ..secrets import pki
+        from ..spec import load_spec
+        check_provider(provider)
+        output = output_dir(spec, output)
+        age = Age.from_env(age_recipient, age_identity)
+        doc = load_spec(spec)
+        check_admin_name(doc, name)  # refused before the lock file is made
+        pipeline.precheck(spec, secrets, age, doc)
+        with pipeline.locked(spec, secrets):
+            prepared = pipeline.prepare(spec, secrets, age=age, renew_admin=name, doc=doc, out_root=output)
+            cluster_dir = output / prepared.plan.cluster
+            old = latest_retired(prepared.bundle, name)["admin_cert"]
+            legacy = not pki.admin_cert_revocable(old["cert"])
+            old_end = pki.cert_facts(old["cert"])[2]
+            steps = _steps(prepared.plan, name, str(cluster_dir), legacy, old_end)
+            if not yes:
+                _confirm(name, steps)
+            provider, iso, packer = options_from(read_manifest(cluster_dir), provider, iso, packer)
+            rendered = pipeline.render_all(prepared.plan, prepared.bundle, provider=provider, iso=iso, packer=packer)
+            cluster_dir = pipeline.write(prepared, rendered, output)
+        out.print(f"secrets: {prepared.bundle_path} (0600): {'; '.join(prepared.added)}")
+        out.print(f"rendered {cluster_dir}")
+        report = prepared.report
+        if report is not None:
+            changed = [f"{mc.name} ({mc.status})" for mc in report.members if mc.status != "unchanged"]
+            out.print("members whose files changed: " + (", ".join(changed) or "none"))
+        out.print(f"admin {name}, in this order:")
+        for i, line in enumerate(_steps(prepared.plan, name, str(cluster_dir), legacy, old_end), 1):
+            out.print(f"  {i}. {line}", soft_wrap=True)
+
+    app.add_typer(admin_app, name="admin", short_help="admin access: renew an admin's certificate")

@@ -46,7 +46,7 @@ def wg(lab: Lab, name: str, *args: str) -> str:
 
 
 def transfer_to(lab: Lab, name: str, key: str) -> int:
-    for line in wg(lab, name, "show", lab.iface, "transfer").splitlines():
+    for line in wg(lab, name, "show", lab.iface_of(name), "transfer").splitlines():
         parts = line.split()
         if len(parts) == 3 and parts[0] == key:
             return int(parts[2])   # bytes sent to that peer
@@ -54,7 +54,7 @@ def transfer_to(lab: Lab, name: str, key: str) -> int:
 
 
 def catch_all_holder(lab: Lab, name: str, cidr: str) -> str | None:
-    for line in wg(lab, name, "show", lab.iface, "allowed-ips").splitlines():
+    for line in wg(lab, name, "show", lab.iface_of(name), "allowed-ips").splitlines():
         key, _, ips = line.partition("\t")
         if cidr in ips.split():
             return key

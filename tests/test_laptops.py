@@ -313,3 +313,18 @@ def test_per_cluster_file_passes_wg_quick_strip_and_failover_script_shellcheck(t
     proc = subprocess.run([shellcheck, "-S", "style", str(script)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout
     assert f'IFACE="{laptop_interface(long)}"' in (out / "admins" / "laptop" / "failover.conf").read_text()
+
+
+def test_verify_finds_a_mesh_laptop_whose_failover_would_drop_the_route(tmp_path):
+    """The control plane is the first relay in mesh-lab: the laptop's failover loop rewrites its
+    AllowedIPs; with the settings or the loop of a laptop without the route, verify says so."""
+    out = render_spec(spec_with(SPECS / "mesh-lab.yaml", extra_admins=("phone",), routes={"laptop": "services"}),
+                      tmp_path, "--no-packer", "--no-iso")
+    c = rendered.from_out_dir(out)
+    assert verify(c).ok
+    laptop, phone = c.member("laptop"), c.member("phone")
+    for change in ({"failover": phone.failover}, {"failover_script": phone.failover_script}):
+        report = verify(c.with_member("laptop", **change))
+        assert {f.kind for f in report.findings} == {"services"}, change.keys()
+        assert "failover" in details(report)
+    assert laptop.failover != phone.failover

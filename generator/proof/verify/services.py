@@ -73,12 +73,30 @@ def check_services(cluster, sim) -> list[str]:
             problems.append(f"{via}'s input chain drops a Service connection DNAT'ed to the node itself (hostNetwork backend)")
         if _accepts(sim, j, Packet(iface, POD_INTERFACES[0], a[i], pod_ip, "tcp", PORT, 40000)):
             problems.append(f"{via} forwards a connection from {m.name} straight to a pod IP ({pod_ip})")
+        problems += _failover_keeps(cluster, sim, m, j, svc)
         if problems:
             sim.add("services", m.name, f"routes the service range {svc} to {via}, but " + "; ".join(problems))
             continue
         lines.append(f"{m.name} -> {svc} via {via}: ClusterIP connections kube-proxy DNATs are forwarded, "
                      "pod IPs dialled directly are dropped")
     return lines
+
+
+def _failover_keeps(cluster, sim, m, j: int, svc) -> list[str]:
+    """Mesh: when the node carrying the service range is a relay, the admin's failover loop
+    rewrites that peer's AllowedIPs at every move (`wg set ... allowed-ips` replaces the whole
+    list, wg(8)); its settings must name the peer and the range, and the loop must put it back."""
+    via = sim.names[j]
+    if cluster.topology != "mesh" or via not in cluster.relays or m.failover is None:
+        return []
+    from ..read.failover import parse_failover
+    conf = parse_failover(m.failover)
+    if conf.service_key != sim.pub[j] or conf.service_cidr != str(svc):
+        return [f"its failover settings do not keep {svc} on {via} (SERVICE_KEY/SERVICE_CIDR), so the first relay "
+                "move drops the route"]
+    if "keep" not in (m.failover_script or "") or "SERVICE_CIDR" not in (m.failover_script or ""):
+        return ["its failover loop does not put the service range back when it moves the catch-all"]
+    return []
 
 
 def _accepts(sim, j: int, pkt: Packet) -> bool:

@@ -113,7 +113,6 @@ def test_two_clusters_coexist_on_one_laptop(tmp_path):
 
 
 def test_qr_reads_the_per_cluster_file(tmp_path):
-    need("python3")
     out = render_spec(spec_with(SPECS / "lab6.yaml", admin_conf="cluster"), tmp_path, "--no-packer", "--no-iso")
     png = tmp_path / "laptop.png"
     proc = wgkube("qr", "laptop", str(out), "--png", str(png), "--no-terminal")
@@ -244,11 +243,9 @@ def test_verify_finds_a_service_route_nobody_asked_for(routed_cluster):
 
 def test_verify_finds_a_hub_that_forwards_too_much(routed_cluster):
     hub = routed_cluster.member("hub")
-    laptop_ip = next(line for line in routed_cluster.member("laptop").wg_conf.splitlines() if line.startswith("Address"))
-    laptop_ip = laptop_ip.split("=")[1].strip().split("/")[0]
     opened = re.sub(r"ip saddr \{ [0-9.]+ \} ct status dnat ct original ip daddr 10\.96\.0\.0/12",
                     "ip saddr { 10.77.0.0/24 }", hub.firewall)
-    assert opened != hub.firewall and laptop_ip
+    assert opened != hub.firewall
     report = verify(routed_cluster.with_member("hub", firewall=opened))
     text = details(report)
     assert "forwards a connection from laptop straight to a pod IP" in text

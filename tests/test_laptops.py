@@ -325,3 +325,10 @@ def test_verify_finds_a_mesh_laptop_whose_failover_would_drop_the_route(tmp_path
         assert {f.kind for f in report.findings} == {"services"}, change.keys()
         assert "failover" in details(report)
     assert laptop.failover != phone.failover
+
+
+def test_verify_in_memory_reads_the_admins_own_failover_loop(tmp_path):
+    """`wgkube verify SPEC` (nothing written) sees the same files as the rendered folder."""
+    (tmp_path / "cluster.yaml").write_text(spec_with(SPECS / "mesh-lab.yaml", routes={"laptop": "services"}))
+    proc = wgkube("verify", str(tmp_path / "cluster.yaml"))
+    assert "nothing written" in proc.stdout and "services: laptop -> 10.96.0.0/12 via hub" in proc.stdout

@@ -114,12 +114,15 @@ def from_prepared(prepared) -> Cluster:
             # (kubeadm, first-boot script...): keeps 1,000 members fast.
             wg, fw, sysctl = wireguard.wg_conf(plan, bundle, m), firewall.ruleset(plan, m), sysctl_text
         else:
-            wg = admin_art.files(plan, bundle, m)[f"admins/{m.name}/{plan.admin_wg_file}"][0].decode()
+            admin_files = admin_art.files(plan, bundle, m)
+            wg = admin_files[f"admins/{m.name}/{plan.admin_wg_file}"][0].decode()
             fw = sysctl = None
         cluster.members.append(MemberFiles(
             m.name, m.kind, m.role, m.behind_nat, m.endpoint_host, m.endpoint_port, m.public_address,
             tuple((e.protocol, e.first, e.last) for e in m.expose), wg, fw, sysctl,
-            *((failover_art.conf(plan, bundle, m), failover_art.script())
+            *((failover_art.conf(plan, bundle, m),
+               # an admin's loop as admin.files renders it (issue 17: with the keep step for routes: services)
+               failover_art.script() if m.is_node else admin_files[f"admins/{m.name}/wgkube-failover"][0].decode())
               if plan.mesh is not None and failover_art.wanted(plan, m) else (None, None)),
             plan.routes_services(m)))
     return cluster

@@ -138,6 +138,10 @@ class Plan:
     # issue 18: add-ons and registry pull secrets, on the control plane only (empty = as before)
     addons: tuple[AddonStep, ...] = ()
     registries: tuple[RegistryStep, ...] = ()
+    # issue 17 item 3 (docs/laptops.md), both opt-in: the admins' file name ("interface": <interface>.conf
+    # as before, "cluster": wg-<cluster>.conf) and the admins whose tunnel also carries service_cidr.
+    admin_conf: str = "interface"
+    service_routes: tuple[str, ...] = ()
     _index: dict = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -175,6 +179,26 @@ class Plan:
     def admins(self) -> tuple[Member, ...]:
         return tuple(m for m in self.members if not m.is_node)
 
+    @property
+    def admin_interface(self) -> str:
+        """The interface name wg-quick gives an admin's tunnel: it takes it from the file name."""
+        return laptop_interface(self.cluster) if self.admin_conf == "cluster" else self.interface
+
+    @property
+    def admin_wg_file(self) -> str:
+        """The admin's WireGuard config under admins/<name>/ (wg-<cluster>.conf when opted in)."""
+        return f"{self.admin_interface}.conf"
+
+    @property
+    def services_via(self) -> str:
+        """The node an admin with `routes: services` sends service_cidr to: the control plane. It
+        runs kube-proxy (ClusterIP DNAT happens there), has a public endpoint in both topologies
+        (every admin peers with it directly) and is the hub in hub and spoke."""
+        return self.hub
+
+    def routes_services(self, m: Member) -> bool:
+        return m.name in self.service_routes
+
     def listen_port(self, m: Member) -> int | None:
         """Members with an endpoint listen on a fixed port; members behind NAT let the kernel pick."""
         return m.endpoint_port if m.endpoint_host is not None else None
@@ -203,8 +227,10 @@ class Plan:
             out += [(ipaddress.ip_address(s.vpn_ip), Peer(s.name, (f"{s.vpn_ip}/32",), None, nat_keepalive)) for s in self.spares]
             return [peer for _, peer in sorted(out, key=lambda item: item[0])]
         hub = self.hub_member
-        # Spokes keep the NAT mapping (and the hub's path back to them) alive.
-        return [Peer(hub.name, (self.vpn_cidr,), hub.endpoint, self.keepalive or None)]
+        # Spokes keep the NAT mapping (and the hub's path back to them) alive. An admin with
+        # `routes: services` also sends the service range to the hub (issue 17; docs/laptops.md).
+        allowed = (self.vpn_cidr, self.service_cidr) if self.routes_services(m) else (self.vpn_cidr,)
+        return [Peer(hub.name, allowed, hub.endpoint, self.keepalive or None)]
 
     def _mesh_peers(self, m: Member) -> list[Peer]:
         """Mesh (topology.py): a public member lists every other member (and the spare slots) like
@@ -245,6 +271,10 @@ class Plan:
                 allowed = (f"{o.vpn_ip}/32", self.vpn_cidr) if o.name == first else (f"{o.vpn_ip}/32",)
                 out2.append((int(ipaddress.ip_address(o.vpn_ip)), Peer(o.name, allowed, o.endpoint, keepalive)))
             nat = cache["nat"] = [peer for _, peer in sorted(out2, key=lambda item: item[0])]
+        if self.routes_services(m):
+            # issue 17: this admin also sends the service range to the control plane (its own copy).
+            return [Peer(p.name, p.allowed_ips + (self.service_cidr,), p.endpoint, p.keepalive) if p.name == self.services_via else p
+                    for p in nat]
         return list(nat)
 
     def relays_for(self, m: Member) -> list[Member]:
@@ -344,7 +374,24 @@ def build_plan(spec: ClusterSpec, pinned: dict[str, str] | None = None, *, reser
         join_window_days=spec.join.window_days,
         topology=spec.vpn.topology, mesh=mesh, failover=(fo.interval, fo.timeout, fo.misses, fo.return_after),
         status_endpoint=spec.status_endpoint,
+        admin_conf=spec.vpn.admin_conf, service_routes=tuple(a.name for a in spec.admins if a.routes == "services"),
     )
+
+
+def laptop_interface(cluster: str) -> str:
+    """wg-<cluster>, the interface (and file) name of an admin's tunnel with `vpn.admin_conf: cluster`.
+
+    wg-quick takes the interface name from the file name and accepts only
+    ^[a-zA-Z0-9_=+.-]{1,15}$ (wg-quick/linux.bash; Linux IFNAMSIZ is 16 with the NUL). A cluster
+    name is a DNS label of up to 63 characters, so wg-<cluster> fits up to 12 characters; a longer
+    one becomes wg-<first 6>.<first 5 hex of sha256(cluster)> (15 characters). Deterministic; the
+    '.' can never appear in a cluster name, so a shortened name never equals a short cluster's, and
+    two long names clash only if they share the first 6 characters and 20 bits of hash."""
+    import hashlib
+    name = f"wg-{cluster}"
+    if len(name) <= 15:
+        return name
+    return f"wg-{cluster[:6]}.{hashlib.sha256(cluster.encode()).hexdigest()[:5]}"
 
 
 def plan_summary(plan: Plan) -> dict:
@@ -358,6 +405,9 @@ def plan_summary(plan: Plan) -> dict:
                        "failover": {"interval": interval, "timeout": timeout, "misses": misses, "return_after": return_after}}
     if plan.status_endpoint:
         out["status_endpoint"] = {"port": facts.STATUS_PORT}
+    if plan.admin_conf != "interface" or plan.service_routes:  # issue 17: only when opted in (plan.json stays as it was)
+        out["admins"] = {"wg_file": plan.admin_wg_file, "services_via": plan.services_via,
+                         "routes_services": list(plan.service_routes)}
     if plan.addons or plan.registries:  # issue 18: only when there are any (plan.json stays as it was)
         out["addons"] = [{"name": a.name, "kind": a.kind, "source": a.source, "digest": addon_digest(a)} for a in plan.addons]
         out["registries"] = [{"server": r.server, "username": r.username, "namespaces": list(r.namespaces),

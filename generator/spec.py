@@ -127,6 +127,8 @@ class Vpn(Strict):
     topology: Literal["hub", "mesh"] = Field("hub", description="hub: every member dials the hub; mesh: every pair with a public side peers directly, members behind NAT reach each other through relays with failover")
     relays: list[str] | None = Field(None, description="mesh: the public nodes that forward between members behind NAT, in order of preference; default: public control planes, then public workers in spec order until there are two")
     failover: Failover = Field(default_factory=Failover, description="mesh: how members behind NAT notice a dead relay and move to the next")
+    # Issue 17 item 3, opt-in (absent = admins/<name>/<interface>.conf as before): docs/laptops.md.
+    admin_conf: Literal["interface", "cluster"] = Field("interface", description="file name of each admin's WireGuard config (wg-quick names the laptop's interface after it): interface = <vpn.interface>.conf as before; cluster = wg-<cluster>.conf, so tunnels to two clusters coexist on one laptop (names over 12 characters are shortened: wg-<first 6>.<5 hex of sha256>)")
 
     @field_validator("interface")
     @classmethod
@@ -187,6 +189,8 @@ class Node(Strict):
 class Admin(Strict):
     name: str = Field(description="DNS-1123 label for the admin device (a laptop)")
     vpn_ip: str | None = None
+    # Issue 17 item 3, opt-in (absent = the VPN range only, output as before): docs/laptops.md.
+    routes: Literal["vpn", "services"] = Field("vpn", description="what the laptop's tunnel carries: vpn (the VPN range only) or services (also the cluster's service_cidr, through the control plane, whose kube-proxy DNATs ClusterIPs: curl a ClusterIP from the laptop)")
 
 
 class Login(Strict):

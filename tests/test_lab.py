@@ -278,3 +278,60 @@ def test_mesh_lab_direct_paths_and_relay_failover_for_real(tmp_path, lab_tools):
     # The promise is the failover time; the lab's own wall time (21-28 s on a quiet run) is printed,
     # not asserted: a busy machine stretches it without saying anything about wgkube.
     assert seconds is not None and seconds < 30
+
+
+# --------------------------------------------------------------------------- issue 17: laptops
+
+
+def test_laptop_reaches_a_cluster_ip_through_the_hub(tmp_path, lab_tools):
+    """tests/specs/laptops-lab.yaml: the laptops' tunnels come up as wg-laptoplab (their file's
+    name, vpn.admin_conf: cluster). With a named stand-in for kube-proxy's ClusterIP DNAT on the
+    nodes, the laptop with `routes: services` connects to a ClusterIP through the hub; the phone
+    (no route) does not; AllowedIPs widened by hand (the laptop to a pod IP, the phone to the
+    service range) reach the hub and are dropped there. verify agrees without root."""
+    out = render_spec(SPECS / "laptops-lab.yaml", tmp_path, "--no-packer", "--no-iso")
+    assert (out / "admins" / "laptop" / "wg-laptoplab.conf").is_file()
+    report = verify(rendered.from_out_dir(out))
+    assert report.ok and report.services and "laptop -> 10.96.0.0/12 via hub" in report.services[0]
+    result = run_lab(out)
+    assert result.ok, [(c.group, c.subject, c.got) for c in result.checks if not c.ok]
+    by = {(c.group, c.subject): c.got for c in result.checks}
+    assert by[("service", "laptop -> ClusterIP 10.96.0.100:80 (kube-proxy stand-in, via hub)")] == "connected"
+    assert by[("service", "phone -> ClusterIP 10.96.0.100:80 (kube-proxy stand-in, via hub)")] != "connected"
+    assert by[("service", "laptop -> pod 10.244.0.2:8080 directly (AllowedIPs widened by hand; hub drops it)")] == "timeout"
+    assert by[("service", "phone -> ClusterIP 10.96.0.100:80 (AllowedIPs widened by hand; hub drops it)")] == "timeout"
+    # The laptops ping every node over the renamed interface (the usual pair walk).
+    assert by[("ping", "laptop -> home-1")] == "reply" and by[("ping", "phone -> hub")] == "reply"
+
+
+def test_lab_catches_a_hub_that_forwards_any_admin_traffic(tmp_path, lab_tools):
+    """The same spec with the hub's service rule opened to every VPN source and to pod addresses,
+    DNAT'ed or not: verify and the lab both catch it (the widened laptop reaches the pod, the
+    phone the ClusterIP), and nothing else."""
+    out = render_spec(SPECS / "laptops-lab.yaml", tmp_path, "--no-packer", "--no-iso")
+    original = rendered.from_out_dir(out).member("hub").firewall
+    opened = re.sub(r"ip saddr \{ [0-9.]+ \} ct status dnat ct original ip daddr 10\.96\.0\.0/12", "ip saddr { 10.55.0.0/24 } ct original ip daddr { 10.96.0.0/12, 10.244.0.0/16 }", original)
+    assert opened != original
+    rendered.replace_node_file(out, "hub", FW, opened)
+    report = verify(rendered.from_out_dir(out))
+    assert {f.kind for f in report.findings} == {"services"}
+    result = run_lab(out)
+    failed = {c.subject for c in result.checks if not c.ok}
+    assert failed == {"laptop -> pod 10.244.0.2:8080 directly (AllowedIPs widened by hand; hub drops it)",
+                      "phone -> ClusterIP 10.96.0.100:80 (AllowedIPs widened by hand; hub drops it)"}, failed
+
+
+def test_mesh_laptop_keeps_its_service_route_through_relay_failover(tmp_path, lab_tools):
+    """tests/specs/mesh-lab.yaml with the laptop on `routes: services` and per-cluster names: the
+    laptop's failover loop (run under wg-meshlab) moves the catch-all off the hub and back, and the
+    service range stays on the hub's peer: the ClusterIP still connects afterwards."""
+    text = (SPECS / "mesh-lab.yaml").read_text()
+    text = text.replace("  topology: mesh\n", "  topology: mesh\n  admin_conf: cluster\n")
+    text = text.replace("  - name: laptop\n", "  - name: laptop\n    routes: services\n")
+    assert "routes: services" in text and "admin_conf: cluster" in text
+    out = render_spec(text, tmp_path, "--no-packer", "--no-iso")
+    result = run_lab(out)
+    assert result.ok, [(c.group, c.subject, c.got) for c in result.checks if not c.ok]
+    by = {(c.group, c.subject): c.got for c in result.checks}
+    assert by[("failover", "laptop: service range 10.96.0.0/12 after the moves")] == "on hub; ClusterIP connected"
+    assert by[("service", "laptop -> ClusterIP 10.96.0.100:80 (kube-proxy stand-in, via hub)")] == "connected"

@@ -33,7 +33,7 @@ def test_png_reads_back_as_the_config(example_out, tmp_path):
     assert stat.S_IMODE(os.stat(png).st_mode) == 0o600
     decoded = subprocess.run([zbarimg, "--raw", "-q", str(png)], capture_output=True, text=True)
     assert decoded.returncode == 0, decoded.stderr
-    conf = (example_out / "admins" / "laptop" / "wg0.conf").read_text()
+    conf = (example_out / "admins" / "laptop" / "wg-demo.conf").read_text()
     assert decoded.stdout == conf + "\n"   # zbarimg ends each symbol with a newline
     assert "PrivateKey = " in decoded.stdout
 
@@ -41,7 +41,7 @@ def test_png_reads_back_as_the_config(example_out, tmp_path):
 def test_terminal_drawing_is_the_same_code(example_out):
     from generator.commands.qr import qr_code
     proc = wgkube("qr", "laptop", str(example_out), "--force")
-    conf = (example_out / "admins" / "laptop" / "wg0.conf").read_text()
+    conf = (example_out / "admins" / "laptop" / "wg-demo.conf").read_text()
     expected = [list(map(int, row)) for row in qr_code(conf).matrix]
     drawn = terminal_matrix(proc.stdout)
     n = len(expected)

@@ -44,7 +44,7 @@ def test_render_twice_is_byte_identical_and_reuses_secrets(tmp_path):
 def test_secret_files_are_private(tmp_path):
     out = render_spec(EXAMPLE, tmp_path)
     assert stat.S_IMODE(os.stat(tmp_path / "cluster.secrets.yaml").st_mode) == 0o600
-    for rel in ("nodes/hub/user-data", "nodes/hub/seed.iso", "admins/laptop/wg0.conf", "admins/laptop/kubeconfig"):
+    for rel in ("nodes/hub/user-data", "nodes/hub/seed.iso", "admins/laptop/wg-demo.conf", "admins/laptop/kubeconfig"):
         assert stat.S_IMODE(os.stat(out / rel).st_mode) == 0o600, rel
     assert stat.S_IMODE(os.stat(out).st_mode) == 0o700
 
@@ -142,7 +142,7 @@ def test_admin_kubeconfig_is_signed_by_the_cluster_ca(example_out, tmp_path):
     subj = subprocess.run(["openssl", "x509", "-noout", "-subject", "-in", str(tmp_path / "admin.pem")], capture_output=True, text=True).stdout
     # issue 17 item 2: the revocable form, user only; its rights come from its ClusterRoleBinding
     assert "CN = wgkube-admin:laptop" in subj and "kubeadm:cluster-admins" not in subj and "O = " not in subj
-    wg = (example_out / "admins/laptop/wg0.conf").read_text()
+    wg = (example_out / "admins/laptop/wg-demo.conf").read_text()
     assert "Endpoint = 203.0.113.10:51820" in wg and "AllowedIPs = 10.88.0.1/32, 10.88.0.0/24" in wg and "PersistentKeepalive = 25" in wg
 
 

@@ -91,7 +91,7 @@ def test_wireguard_configs_load_with_wg_setconf(example_out, tmp_path, netns):
     need("wg-quick")
     wggo = need("wireguard-go", "userspace WireGuard (this kernel has no module)")
     confs = {n: files_of(example_out, n)["/etc/wireguard/wg0.conf"][0] for n in NODES}
-    confs["laptop"] = (example_out / "admins/laptop/wg0.conf").read_bytes()
+    confs["laptop"] = (example_out / "admins/laptop/wg-demo.conf").read_bytes()   # vpn.admin_conf: cluster (issue 17)
     rundir = tmp_path / "run"
     rundir.mkdir()
     for who, conf in confs.items():

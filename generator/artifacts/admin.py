@@ -22,7 +22,7 @@ def kubeconfig(plan: Plan, bundle: Bundle, admin: Member) -> str:
 def files(plan: Plan, bundle: Bundle, admin: Member) -> dict[str, tuple[bytes, int]]:
     base = f"admins/{admin.name}"
     return {
-        f"{base}/{plan.interface}.conf": (wireguard.wg_conf(plan, bundle, admin).encode(), 0o600),
+        f"{base}/{plan.admin_wg_file}": (wireguard.wg_conf(plan, bundle, admin).encode(), 0o600),
         f"{base}/kubeconfig": (kubeconfig(plan, bundle, admin).encode(), 0o600),
     } | (_failover(plan, bundle, admin, base) if failover.wanted(plan, admin) else {})
 
@@ -30,5 +30,6 @@ def files(plan: Plan, bundle: Bundle, admin: Member) -> dict[str, tuple[bytes, i
 def _failover(plan: Plan, bundle: Bundle, admin: Member, base: str) -> dict[str, tuple[bytes, int]]:
     """Mesh: the laptop is behind NAT too; it gets the same failover loop as the nodes
     (run it as root beside its tunnel: sh wgkube-failover failover.conf)."""
+    services = plan.routes_services(admin)   # issue 17: keep the service range on its peer across moves
     return {f"{base}/failover.conf": (failover.conf(plan, bundle, admin).encode(), 0o644),
-            f"{base}/wgkube-failover": (failover.script().encode(), 0o755)}
+            f"{base}/wgkube-failover": (failover.script(services).encode(), 0o755)}

@@ -28,15 +28,21 @@ def wanted(plan: Plan, member: Member) -> bool:
 
 
 @lru_cache(maxsize=8)
-def script() -> str:
-    return render("wgkube-failover.sh.j2")
+def script(services: bool = False) -> str:
+    """services (issue 17, an admin with `routes: services`): the peer holding the service range
+    keeps it when the catch-all moves (`wg set ... allowed-ips` replaces the whole list, wg(8)).
+    Without it the text is exactly what it was (every node's copy)."""
+    return render("wgkube-failover.sh.j2", services=services)
 
 
 def conf(plan: Plan, bundle: Bundle, member: Member) -> str:
     interval, timeout, misses, return_after = plan.failover
     relays = [f"{r.name},{r.vpn_ip},{bundle.public_key(r.name)}" for r in plan.relays_for(member)]
-    return render("wgkube-failover.conf.j2", plan=plan, interval=interval, timeout=timeout, misses=misses,
-                  return_after=return_after, relays=relays)
+    # An admin's tunnel is named after its file (wg-<cluster> when vpn.admin_conf is cluster).
+    iface = plan.interface if member.is_node else plan.admin_interface
+    return render("wgkube-failover.conf.j2", plan=plan, iface=iface, interval=interval, timeout=timeout, misses=misses,
+                  return_after=return_after, relays=relays,
+                  service_key=bundle.public_key(plan.services_via) if plan.routes_services(member) else "")
 
 
 def unit(interface: str) -> str:

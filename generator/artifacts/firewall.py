@@ -28,7 +28,18 @@ def ruleset(plan: Plan, member: Member) -> str:
                   admins=", ".join(admins), admin_ports=", ".join(str(p) for p in sorted({*plan.admin_ports, API_PORT} if member.name == plan.hub else plan.admin_ports)),
                   status_port=STATUS_PORT if plan.status_endpoint else None,
                   relay_admin_ports=", ".join(str(p) for p in sorted(plan.admin_ports)), mesh_forward=mesh_forward(plan, member),
-                  pod_ifaces=", ".join(f'"{i}"' for i in POD_INTERFACES))
+                  pod_ifaces=", ".join(f'"{i}"' for i in POD_INTERFACES), service_admins=service_admins(plan, member))
+
+
+def service_admins(plan: Plan, member: Member) -> str:
+    """Issue 17 (docs/laptops.md): on the node admins with `routes: services` send the service range
+    to (the control plane), their VPN addresses; "" elsewhere and when nobody opted in (ruleset
+    unchanged). That node accepts from them only connections whose ORIGINAL destination is in
+    service_cidr and that kube-proxy DNAT'ed (`ct status dnat`): a ClusterIP with no Service stays
+    undelivered instead of leaving by the default route, and a pod IP dialled directly is dropped."""
+    if member.name != plan.services_via:
+        return ""
+    return ", ".join(a.vpn_ip for a in plan.admins if plan.routes_services(a))
 
 
 def mesh_forward(plan: Plan, member: Member) -> str | None:

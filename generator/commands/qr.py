@@ -47,7 +47,8 @@ def register(app: typer.Typer, user_errors) -> None:
         try:
             plan = json.loads((out_dir / "plan.json").read_text())
             entry = next((m for m in plan["members"] if m["name"] == name), None)
-            iface = plan["vpn"]["interface"]
+            # issue 17: wg-<cluster>.conf when the spec opts in (plan.json says so), else <interface>.conf
+            wg_file = (plan.get("admins") or {}).get("wg_file") or f"{plan['vpn']['interface']}.conf"
         except (OSError, ValueError, KeyError) as exc:
             raise UserError(Problem(str(out_dir / "plan.json"), f"not a rendered wgkube cluster ({exc})",
                                     "give the out/<cluster>/ folder `wgkube render` wrote")) from None
@@ -56,7 +57,7 @@ def register(app: typer.Typer, user_errors) -> None:
             what = "a node (its config stays on the node)" if entry else "not a member"
             raise UserError(Problem(str(out_dir / "plan.json"), f"{name} is {what}; QR codes are for admins: {', '.join(admins) or 'none'}",
                                     "add a phone under admins: in the spec and render again"))
-        conf_path = out_dir / "admins" / name / f"{iface}.conf"
+        conf_path = out_dir / "admins" / name / wg_file
         try:
             text = conf_path.read_text()
         except OSError as exc:

@@ -114,7 +114,7 @@ def register(app: typer.Typer, user_errors) -> None:
                    + (f"; network-config only for {', '.join(r.name for r in rendered.nodes if 'network-config' in r.artifacts)}"
                       if "network-config" in kinds else ""), prose=True)
         for a in prepared.plan.admins:
-            print_text(f"admin {a.name}: {cluster_dir}/admins/{a.name}/ ({prepared.plan.interface}.conf, kubeconfig)", prose=True)
+            print_text(f"admin {a.name}: {cluster_dir}/admins/{a.name}/ ({prepared.plan.admin_wg_file}, kubeconfig)", prose=True)
         for note in notes:
             print_text(f"note: {note}", prose=True)
         for note in prepared.notes:

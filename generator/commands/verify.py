@@ -35,7 +35,7 @@ def run(target: Path, secrets: Optional[Path], show_all: bool, as_json: bool = F
             "findings": [{"kind": f.kind, "where": f.where, "pairs": f.count, "detail": f.detail} for f in report.findings],
             "kinds": {k: KINDS[k] for k in sorted(report.kinds())},
             "seconds": {"simulation": round(report.seconds, 3), "total": round(elapsed, 3)},
-        })
+        } | ({"services": report.services} if report.services else {}))
         return 0 if report.ok else 1
     if report.matrix is not None:
         print_text(matrix(f"{cluster.name}: ping over {cluster.interface}, row -> column", names,
@@ -45,6 +45,8 @@ def run(target: Path, secrets: Optional[Path], show_all: bool, as_json: bool = F
                f"simulated in {report.seconds:.2f} s, {elapsed:.2f} s in all", prose=True)
     if report.mesh is not None:
         _print_mesh(report.mesh)
+    for line in report.services:   # issue 17: admins with routes: services
+        print_text(f"services: {line}", prose=True)
     if report.ok:
         print_text("ok: every member reaches every other; public side shows only the WireGuard port "
                    "and exposed ports; keepalives and MTU chain fit"

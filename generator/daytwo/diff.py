@@ -72,6 +72,18 @@ def _owner(rel: str) -> tuple[str, str] | None:
     return None
 
 
+def _renamed_wg_file(mc: MemberChange, plan: Plan) -> str | None:
+    """Issue 17: an admin's WireGuard file took a new name (vpn.admin_conf changed): the old name."""
+    if mc.kind != "admin":
+        return None
+    new = f"admins/{mc.name}/{plan.admin_wg_file}"
+    if not any(f.path == new and f.status == "new" for f in mc.files):
+        return None
+    gone = [f.path.rsplit("/", 1)[1] for f in mc.files if f.status == "removed" and f.path.endswith(".conf")
+            and f.path.rsplit("/", 1)[1] != "failover.conf"]
+    return gone[0] if gone else None
+
+
 def _status(old: str | None, new: str | None) -> str:
     if old is None:
         return "new"
@@ -254,7 +266,7 @@ def _actions(members: list[MemberChange], plan: Plan, bundle: Bundle, out_hint: 
     def tunnel_changes(mc: MemberChange) -> bool:
         if inner_changes(mc, "live"):   # the tunnel, or (mesh) the failover settings that go with it
             return True
-        own = (f"wireguard/{mc.name}/{iface}.conf", f"admins/{mc.name}/{iface}.conf")
+        own = (f"wireguard/{mc.name}/{iface}.conf", f"admins/{mc.name}/{plan.admin_wg_file}")
         if any(f.path in own and f.status == "changed" for f in mc.files):
             return True
         # A manifest from an older wgkube has no per-file detail: assume the worst for the hub.
@@ -297,13 +309,19 @@ def _actions(members: list[MemberChange], plan: Plan, bundle: Bundle, out_hint: 
         if mc.status != "changed" or (mc.name == plan.hub and not mesh):
             continue
         if tunnel_changes(mc) and mc.status == "changed" and not (mesh and mc.kind == "node"):
-            where = f"{out_hint}/{'wireguard' if mc.kind == 'node' else 'admins'}/{mc.name}/{iface}.conf"
+            where = (f"{out_hint}/wireguard/{mc.name}/{iface}.conf" if mc.kind == "node"
+                     else f"{out_hint}/admins/{mc.name}/{plan.admin_wg_file}")
             if mesh:  # an admin device in a mesh: a public member came or went, or a key changed
                 actions.append(f"{mc.name}: its WireGuard config changes; install {where} on it locally "
                                "(see `wgkube rekey` for the order when a key changed)")
             else:
                 actions.append(f"{mc.name}: its own WireGuard config changes (new key?); install {where} on it "
                                "(see `wgkube rekey` for the order)")
+        renamed = _renamed_wg_file(mc, plan)
+        if renamed:
+            actions.append(f"{mc.name}: its WireGuard config is now {out_hint}/admins/{mc.name}/{plan.admin_wg_file} "
+                           f"(was {renamed}; vpn.admin_conf, docs/laptops.md): wg-quick down {renamed.removesuffix('.conf')}, "
+                           f"install the new file, wg-quick up {plan.admin_interface}")
         boot = inner_changes(mc, "boot")
         if boot and mc.kind == "node":
             actions.append(f"{mc.name}: files read at boot change ({', '.join(boot)}); copy them from its user-data and restart "

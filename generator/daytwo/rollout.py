@@ -27,7 +27,7 @@ def rollout(plan: Plan, name: str, out_hint: str) -> list[str]:
             n += 1
         steps.append(f"{n}. the hub last, over the VPN while your laptop still reaches it: " + ssh.format(ip=plan.api_address) + " "
                      + install.format(iface=iface) + f" < {out_hint}/wireguard/{plan.hub}/{iface}.conf")
-        steps.append(f"{n + 1}. each admin device: install {out_hint}/admins/<name>/{iface}.conf locally")
+        steps.append(f"{n + 1}. each admin device: install {out_hint}/admins/<name>/{plan.admin_wg_file} locally")
         return steps
     if m.is_node:
         return [
@@ -41,8 +41,8 @@ def rollout(plan: Plan, name: str, out_hint: str) -> list[str]:
     return [
         f"1. the hub first, from this admin device while its old key still works: {hub_cmd}",
         f"   from here this device ({name}) is cut off; nothing else is affected.",
-        f"2. then locally on {name}: install {out_hint}/admins/{name}/{iface}.conf and restart its tunnel "
-        f"(e.g. wg-quick down {iface}; wg-quick up {iface}).",
+        f"2. then locally on {name}: install {out_hint}/admins/{name}/{plan.admin_wg_file} and restart its tunnel "
+        f"(e.g. wg-quick down {plan.admin_interface}; wg-quick up {plan.admin_interface}).",
     ]
 
 
@@ -56,7 +56,7 @@ def _mesh(plan: Plan, name: str, out_hint: str, ssh: str, install: str) -> list[
     iface = plan.interface
     listers = [o for o in plan.members if o.name != name and mesh.direct(o.name, name)]
     updates = [f"{o.name}: " + member_update_command(plan, o, f"{out_hint}/{member_update_path(o)}") for o in listers if o.is_node]
-    locally = [f"admin {o.name}: install {out_hint}/admins/{o.name}/{iface}.conf locally" for o in listers if not o.is_node]
+    locally = [f"admin {o.name}: install {out_hint}/admins/{o.name}/{plan.admin_wg_file} locally" for o in listers if not o.is_node]
     relay = (f" NAT-to-NAT traffic through {name} moves to the next relay (failover) until its peers have the new key."
              if name in mesh.relays else "")
     if m.is_node:
@@ -66,6 +66,6 @@ def _mesh(plan: Plan, name: str, out_hint: str, ssh: str, install: str) -> list[
         steps.append(f"   {name} handshakes with each updated peer within {plan.keepalive or 'a few'} s (keepalives).")
         return steps
     steps = [f"{i}. {u}   (from {name} while its old key still works)" for i, u in enumerate(updates, start=1)]
-    steps.append(f"{len(updates) + 1}. then locally on {name}: install {out_hint}/admins/{name}/{iface}.conf and restart its tunnel "
-                 f"(e.g. wg-quick down {iface}; wg-quick up {iface}).")
+    steps.append(f"{len(updates) + 1}. then locally on {name}: install {out_hint}/admins/{name}/{plan.admin_wg_file} and restart its tunnel "
+                 f"(e.g. wg-quick down {plan.admin_interface}; wg-quick up {plan.admin_interface}).")
     return steps

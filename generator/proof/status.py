@@ -189,7 +189,7 @@ def source_address(address: str) -> str | None:
 def hint_for(error: str, row: Row, hub: str | None) -> str:
     if error == "no route":
         return ("this machine has no route to the VPN: bring up your tunnel "
-                "(wg-quick up out/<cluster>/admins/<you>/wg0.conf) and run status from a VPN member")
+                "(wg-quick up out/<cluster>/admins/<you>/wg0.conf, or wg-<cluster>.conf with vpn.admin_conf: cluster) and run status from a VPN member")
     if error == "timeout":
         via = f" and on {hub} (`wg show`: a recent handshake with {row.name}?)" if hub and hub != row.name else ""
         return (f"no answer over the VPN: is {row.name} powered on and past cloud-init? Look at its serial "
@@ -322,7 +322,7 @@ def gather(out_dir: Path, *, timeout: float = 3.0, kubeconfig: Path | None = Non
             row.reachable, row.error, row.hint = False, error, hint_for(error or "", row, hub)
             if outside:
                 row.hint = (f"this machine sends to {vpn_cidr} from {outside}, not from a VPN address: its tunnel "
-                            f"is down. Bring it up (wg-quick up admins/<you>/wg0.conf) and ask again")
+                            f"is down. Bring it up (wg-quick up admins/<you>/wg0.conf, or wg-<cluster>.conf) and ask again")
             continue
         row.reachable = True
         interpret(row, reply, names_by_key, by_ip, vpn_cidr)

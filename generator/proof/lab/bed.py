@@ -3,7 +3,8 @@
 One namespace per member, an "internet" router, NAT gateways in front of members without an
 endpoint, and a pod namespace behind a cni0 bridge on every node. Each member gets its
 rendered nftables ruleset, sysctl file and WireGuard config exactly as rendered (decoded from
-its user-data; admins from admins/<name>/<iface>.conf), brought up the way wg-quick would:
+its user-data; admins from admins/<name>/<wg file>, with the interface named after that file as
+wg-quick names it: wg-<cluster> with vpn.admin_conf: cluster), brought up the way wg-quick would:
 wireguard-go (the kernel here may lack WireGuard), `wg setconf` on `wg-quick strip` output,
 then addresses, MTU and routes. Then real packets prove the promises (checks.py).
 
@@ -100,6 +101,8 @@ class Lab:
         self.prefix = f"wgkl{os.getpid()}"
         self.topo = lab_net.plan_topology(cluster, self.prefix, nat_gateways)
         self.iface = cluster.interface
+        # issue 17: an admin's interface is named after its file (wg-<cluster>.conf -> wg-<cluster>)
+        self.admin_iface = cluster.admin_wg_file.removesuffix(".conf") if cluster.admin_wg_file else cluster.interface
         self.dir = Path(tempfile.mkdtemp(prefix=f"wgkube-lab-{os.getpid()}-"))
         self.created: list[str] = []              # namespaces, in creation order
         self.procs: list[subprocess.Popen] = []   # every process we started, by PID
@@ -152,7 +155,7 @@ class Lab:
         self.parallel_host({ns: f"ip netns add {ns}\nnsenter --net=/run/netns/{ns} sh -ec '{script}'"
                             for ns, script in lab_net.base_scripts(topo).items()}, "namespaces")
         self.parallel(lab_net.link_scripts(topo), "links")
-        self.parallel(lab_net.address_scripts(topo, self.cluster.pod_cidr), "addresses")
+        self.parallel(lab_net.address_scripts(topo, self.cluster.pod_cidr, lab_net.cluster_ip(self.cluster)), "addresses")
         (self.dir / "hosts").write_text(lab_net.hosts_file(topo))
         for site in topo.sites:
             self.apply_node_files(site)
@@ -175,16 +178,23 @@ class Lab:
             (d / "firewall.nft").write_text(m.firewall)
             self.run(self.ns_argv(site.ns, "nft", "-f", str(d / "firewall.nft")), f"{m.name}: nft -f firewall.nft")
 
+    def iface_of(self, site_or_name) -> str:
+        name = site_or_name if isinstance(site_or_name, str) else site_or_name.name
+        return self.admin_iface if self.topo.site(name).member.kind == "admin" else self.iface
+
     def start_wireguard(self, site: Site) -> None:
         d = self.dir / site.name
-        conf = d / f"{self.iface}.conf"
+        iface = self.iface_of(site)
+        # The file under the name it is delivered as: `wg-quick strip` refuses a name that is not a
+        # valid interface name (wg-quick/linux.bash: [a-zA-Z0-9_=+.-]{1,15}), so this proves it too.
+        conf = d / f"{iface}.conf"
         conf.write_text(site.member.wg_conf)
         conf.chmod(0o600)
         (d / "stripped.conf").write_text(self.run(["wg-quick", "strip", str(conf)], f"{site.name}: wg-quick strip"))
         (d / "run").mkdir()
         os.makedirs("/run/wireguard", exist_ok=True)   # the mount point; wg-quick would create it too
         script = (f"mount --bind {d / 'run'} /run/wireguard && mount --bind {self.dir / 'hosts'} /etc/hosts "
-                  f"&& exec wireguard-go -f {self.iface}")
+                  f"&& exec wireguard-go -f {iface}")
         env = {**os.environ, "LOG_LEVEL": "error", "WG_PROCESS_FOREGROUND": "1"}
         # unshare -m: a private mount namespace (propagation private: the bind mounts stay in it).
         proc = self.spawn(self.ns_argv(site.ns, "unshare", "--mount", "--propagation", "private", "sh", "-c", script),
@@ -193,7 +203,8 @@ class Lab:
 
     def configure_wireguard(self, site: Site) -> None:
         d = self.dir / site.name
-        sock = d / "run" / f"{self.iface}.sock"
+        iface = self.iface_of(site)
+        sock = d / "run" / f"{iface}.sock"
         deadline = time.monotonic() + 10
         proc = next(p for p in self.procs if p.pid == self.wg_pid[site.name])
         while not sock.exists():
@@ -202,18 +213,18 @@ class Lab:
                 raise RuntimeError(f"wireguard-go for {site.name} did not start: {log}")
             time.sleep(0.01)
         pid = str(self.wg_pid[site.name])
-        self.run(["nsenter", "-t", pid, "-m", "-n", "wg", "setconf", self.iface, str(d / "stripped.conf")],
+        self.run(["nsenter", "-t", pid, "-m", "-n", "wg", "setconf", iface, str(d / "stripped.conf")],
                  f"{site.name}: wg setconf")
         cfg = parse_wg_quick(site.member.wg_conf)
         if cfg.problems:
-            raise SetupFailed(f"{site.name}: {self.iface}.conf: {'; '.join(cfg.problems)}")
+            raise SetupFailed(f"{site.name}: {iface}.conf: {'; '.join(cfg.problems)}")
         if cfg.address4 is not None:
             self.vpn_ip[site.name] = str(cfg.address4.ip)
         mtu = cfg.mtu or self.cluster.underlay_mtu - WIREGUARD_OVERHEAD   # wg-quick: the route's MTU minus 80
-        lines = [f"ip address add {a} dev {self.iface}" for a in cfg.addresses if a.version == 4]
-        lines.append(f"ip link set mtu {mtu} up dev {self.iface}")
-        lines += [f"ip route add {net} dev {self.iface}" for net in wg_quick_routes(cfg)]
-        self.run(self.ns_argv(site.ns, "sh", "-ec", "\n".join(lines)), f"{site.name}: addresses, MTU and routes of {self.iface}")
+        lines = [f"ip address add {a} dev {iface}" for a in cfg.addresses if a.version == 4]
+        lines.append(f"ip link set mtu {mtu} up dev {iface}")
+        lines += [f"ip route add {net} dev {iface}" for net in wg_quick_routes(cfg)]
+        self.run(self.ns_argv(site.ns, "sh", "-ec", "\n".join(lines)), f"{site.name}: addresses, MTU and routes of {iface}")
 
     # ---------------------------------------------------------------- cleanup
     def cleanup(self) -> None:

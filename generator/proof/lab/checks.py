@@ -13,16 +13,23 @@
 5. DNAT: public TCP to the stand-in NodePort (DNAT'ed to the node's pod, like kube-proxy) is
    dropped by the forward chain unless exposed; over the VPN it reaches the pod.
 6. pods: the pod namespace reaches an internet address (control) but not 169.254.169.254.
+7. services (issue 17, only when an admin has `routes: services`): with a stand-in for kube-proxy's
+   ClusterIP DNAT on the nodes (net.stand_in_ruleset), that admin's TCP connect to the ClusterIP
+   succeeds through the control plane; an admin without the route does not connect; and after
+   widening their own AllowedIPs by hand (the routed admin to a pod IP, the others to the
+   service range) both are dropped by the control plane's forward chain: only DNAT'ed Service
+   connections from the admins it names pass.
 """
 from __future__ import annotations
 
+import ipaddress
 import json
 import subprocess
 
 from ...facts import API_PORT, VPN_ONLY_PORTS
 from ..read.wgconf import parse_wg_quick
 from .bed import PROBE, PYTHON, Check, Lab, wait_ready
-from .net import DNAT_PORT, METADATA, POD_PORT, ROUTER
+from .net import DNAT_PORT, METADATA, POD_PORT, ROUTER, SERVICE_PORT, cluster_ip
 
 # Every TCP port that must stay inside the VPN, plus a sample NodePort (30080).
 NODE_PORTS = sorted(port for proto, port in VPN_ONLY_PORTS if proto == "tcp") + [30080]
@@ -190,6 +197,50 @@ def run_checks(lab: Lab) -> None:
     results = first_contact + probes.collect()
     after = {s.name: counters(lab, s.ns, lab_listen_port(lab, s)) for s in public}
     _main_checks(lab, results, before, after)
+    _service_checks(lab)
+
+
+def _service_checks(lab: Lab) -> None:
+    """7. Issue 17: ClusterIPs from admins with `routes: services`, and nothing more."""
+    ip = cluster_ip(lab.cluster)
+    if ip is None:
+        return
+    checks, topo = lab.result.checks, lab.topo
+    via = topo.site(lab.cluster.services_via)
+    admins = [s for s in topo.sites if s.member.kind == "admin" and s.name in lab.vpn_ip]
+    probes = _Probes(lab)
+    for a in admins:
+        want = a.member.routes_services
+        probes.add(a.ns, [({"kind": "tcp", "host": str(ip), "port": SERVICE_PORT,
+                            "timeout": PING_TIMEOUT if want else PUBLIC_TIMEOUT}, (a.name, want))])
+    for (name, want), got in probes.collect():
+        checks.append(Check("service", f"{name} -> ClusterIP {ip}:{SERVICE_PORT} (kube-proxy stand-in, via {via.name})",
+                            "connected" if want else "no connection", got, (got == "connected") == want))
+    # Each admin then widens its own AllowedIPs by hand (what the firewall must hold against): the
+    # routed one to a pod IP, the others to the service range. The packets reach the control
+    # plane, whose forward chain must drop them: only DNAT'ed Service connections from the
+    # admins named in its rule pass.
+    pod = via.pod_address
+    svc = ipaddress.ip_network(lab.cluster.service_cidr)
+    for a in admins:
+        cfg = parse_wg_quick(a.member.wg_conf)
+        via_ip = lab.vpn_ip.get(via.name)
+        peer = next((p for p in cfg.peers if any(n.version == 4 and via_ip and ipaddress.ip_address(via_ip) in n
+                                                  for n in p.allowed_ips)), None)
+        if peer is None or pod is None:
+            continue
+        extra, route, target, port, what = ((f"{pod}/32", f"{pod}/32", str(pod), POD_PORT, f"pod {pod}:{POD_PORT} directly")
+                                            if a.member.routes_services else
+                                            (str(svc), str(svc), str(ip), SERVICE_PORT, f"ClusterIP {ip}:{SERVICE_PORT}"))
+        iface = lab.iface_of(a)
+        allowed = ",".join(dict.fromkeys([str(n) for n in peer.allowed_ips] + [extra]))
+        lab.run(["nsenter", "-t", str(lab.wg_pid[a.name]), "-m", "-n", "wg", "set", iface, "peer", peer.public_key,
+                 "allowed-ips", allowed], f"{a.name}: widen AllowedIPs (on purpose)")
+        lab.run(lab.ns_argv(a.ns, "ip", "route", "replace", route, "dev", iface), f"{a.name}: route it (on purpose)")
+        probes.add(a.ns, [({"kind": "tcp", "host": target, "port": port, "timeout": PUBLIC_TIMEOUT}, (a.name, what))])
+    for (name, what), got in probes.collect():
+        checks.append(Check("service", f"{name} -> {what} (AllowedIPs widened by hand; {via.name} drops it)",
+                            "timeout", got, got == "timeout"))
 
 
 def lab_listen_port(lab: Lab, site) -> int | None:

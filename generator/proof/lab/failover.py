@@ -21,7 +21,7 @@ from ..read.failover import parse_failover
 from ..read.wgconf import parse_wg_quick
 from .bed import Check, Lab
 from .checks import PING_TIMEOUT, _Probes
-from .net import ROUTER
+from .net import ROUTER, SERVICE_PORT, cluster_ip
 
 RELAY_COMMENT = "relay: between VPN peers behind NAT"
 LIMIT = 60.0            # seconds: give up measuring after this (the target is 30 s)
@@ -46,7 +46,7 @@ def wg(lab: Lab, name: str, *args: str) -> str:
 
 
 def transfer_to(lab: Lab, name: str, key: str) -> int:
-    for line in wg(lab, name, "show", lab.iface, "transfer").splitlines():
+    for line in wg(lab, name, "show", lab.iface_of(name), "transfer").splitlines():
         parts = line.split()
         if len(parts) == 3 and parts[0] == key:
             return int(parts[2])   # bytes sent to that peer
@@ -54,7 +54,7 @@ def transfer_to(lab: Lab, name: str, key: str) -> int:
 
 
 def catch_all_holder(lab: Lab, name: str, cidr: str) -> str | None:
-    for line in wg(lab, name, "show", lab.iface, "allowed-ips").splitlines():
+    for line in wg(lab, name, "show", lab.iface_of(name), "allowed-ips").splitlines():
         key, _, ips = line.partition("\t")
         if cidr in ips.split():
             return key
@@ -175,6 +175,32 @@ def _failover(lab: Lab, relays: list[str], nat: list[str], names: list[str], key
                         f"after {numbers.get('RETURN_AFTER')} answers in a row",
                         (f"back after {t_back:.1f} s; {len(everyone) - len(bad)}/{len(everyone)} pairs reply" if back
                          else f"not back after {t_back:.0f} s"), back and not bad))
+    _services_after_failover(lab, nat, keys)
+
+
+def _services_after_failover(lab: Lab, nat, keys: dict[str, str]) -> None:
+    """Issue 17: an admin with `routes: services` still routes the service range to the control
+    plane after its loop moved the catch-all away and back (allowed-ips replaces the whole list)."""
+    c = lab.cluster
+    if not c.services_via:
+        return
+    ip = cluster_ip(c)
+    for name in nat:
+        member = lab.topo.site(name).member
+        if not member.routes_services:
+            continue
+        holder = None
+        for line in wg(lab, name, "show", lab.iface_of(name), "allowed-ips").splitlines():
+            key, _, ips = line.partition("\t")
+            if c.service_cidr in ips.split():
+                holder = key
+        probes = _Probes(lab)
+        probes.add(lab.topo.site(name).ns, [({"kind": "tcp", "host": str(ip), "port": SERVICE_PORT, "timeout": PING_TIMEOUT}, name)])
+        got = probes.collect()[0][1]
+        lab.result.checks.append(Check("failover", f"{name}: service range {c.service_cidr} after the moves",
+                                       f"on {c.services_via}; ClusterIP connects",
+                                       f"on {_name_of(holder, keys)}; ClusterIP {got}",
+                                       holder == keys.get(c.services_via) and got == "connected"))
 
 
 def _until_all_reach(lab: Lab, pairs, t0: float):

@@ -162,7 +162,7 @@ def link_scripts(topo: Topology) -> dict[str, str]:
     return scripts
 
 
-def address_scripts(topo: Topology, pod_cidr: str) -> dict[str, str]:
+def address_scripts(topo: Topology, pod_cidr: str, service_ip: ipaddress.IPv4Address | None = None) -> dict[str, str]:
     """Phase 3: addresses, routes, the NAT gateways' masquerade, pods behind cni0."""
     inet = ["sysctl -qw net.ipv4.ip_forward=1",
             # On lo: no dummy module needed, and ARP answers for any local address anyway.
@@ -186,7 +186,7 @@ def address_scripts(topo: Topology, pod_cidr: str) -> dict[str, str]:
         if s.pod_ns:
             lines += ["ip link add cni0 type bridge", f"ip addr add {s.pod_gateway}/24 dev cni0", "ip link set cni0 up",
                       "ip link set vethpod0 master cni0 up",
-                      "nft -f - <<'EOF'\n" + stand_in_ruleset(s, pod_cidr) + "EOF"]
+                      "nft -f - <<'EOF'\n" + stand_in_ruleset(s, pod_cidr, service_ip) + "EOF"]
             scripts[s.pod_ns] = (f"ip addr add {s.pod_address}/24 dev eth0\nip link set eth0 up\n"
                                  f"ip route add default via {s.pod_gateway} dev eth0\n")
         scripts[s.ns] = "\n".join(lines) + "\n"
@@ -203,18 +203,39 @@ NAT_RULESET = """table ip wgkubelab_nat {
 
 DNAT_PORT = 30081        # the stand-in NodePort DNAT'ed to the pod
 POD_PORT = 8080
+SERVICE_PORT = 80        # issue 17: the stand-in Service's port on its ClusterIP
 
 
-def stand_in_ruleset(site: Site, pod_cidr: str) -> str:
-    """What kube-proxy and flannel would add next to wgkube's table (a separate table, as they do)."""
+def cluster_ip(cluster: Cluster) -> ipaddress.IPv4Address | None:
+    """Issue 17: the stand-in Service's ClusterIP (service_cidr + 100), when an admin has
+    `routes: services`; None otherwise (the lab's rulesets stay exactly as before)."""
+    if not cluster.services_via or not cluster.service_cidr:
+        return None
+    return ipaddress.ip_network(cluster.service_cidr).network_address + 100
+
+
+def stand_in_ruleset(site: Site, pod_cidr: str, service_ip: ipaddress.IPv4Address | None = None) -> str:
+    """What kube-proxy and flannel would add next to wgkube's table (a separate table, as they do).
+
+    service_ip (issue 17): a STAND-IN for kube-proxy's ClusterIP handling, on every node as
+    kube-proxy runs on every node: its KUBE-SERVICES chain DNATs `-d <ClusterIP> --dport <port>`
+    to an endpoint (here the node's own pod), and marks for masquerade (KUBE-MARK-MASQ) what comes
+    from outside the cluster CIDR (`! -s <clusterCIDR>`), so the backend's replies return through
+    this node (kubernetes.io/docs/reference/networking/virtual-ips/, iptables proxy mode)."""
+    service = "" if service_ip is None else (
+        f'\n        ip daddr {service_ip} tcp dport {SERVICE_PORT} dnat to {site.pod_address}:{POD_PORT} '
+        f'comment "kube-proxy stand-in: KUBE-SERVICES ClusterIP DNAT"')
+    masq = "" if service_ip is None else (
+        f'\n        ct status dnat ct original ip daddr {service_ip} ip saddr != {pod_cidr} masquerade '
+        f'comment "kube-proxy stand-in: KUBE-MARK-MASQ from outside the cluster CIDR"')
     return f"""table ip wgkubelab_k8s {{
     chain prerouting {{
         type nat hook prerouting priority dstnat; policy accept;
-        fib daddr type local tcp dport {DNAT_PORT} dnat to {site.pod_address}:{POD_PORT} comment "kube-proxy NodePort stand-in: to this node only"
+        fib daddr type local tcp dport {DNAT_PORT} dnat to {site.pod_address}:{POD_PORT} comment "kube-proxy NodePort stand-in: to this node only"{service}
     }}
     chain postrouting {{
         type nat hook postrouting priority srcnat; policy accept;
-        ip saddr {pod_cidr} ip daddr != {pod_cidr} masquerade comment "flannel ipMasq stand-in"
+        ip saddr {pod_cidr} ip daddr != {pod_cidr} masquerade comment "flannel ipMasq stand-in"{masq}
     }}
 }}
 """

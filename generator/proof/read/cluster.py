@@ -42,6 +42,7 @@ class MemberFiles:
     sysctl: str | None
     failover: str | None = None             # mesh, behind NAT: the relay failover settings
     failover_script: str | None = None      # ... and the loop itself (the lab runs it)
+    routes_services: bool = False           # issue 17: an admin with `routes: services`
 
 
 @dataclass
@@ -62,6 +63,11 @@ class Cluster:
     relays: list[str] = field(default_factory=list)
     # Issue 15: every node serves wgkube status on the VPN (spec status_endpoint).
     status_endpoint: bool = False
+    # Issue 17 (docs/laptops.md): the admins' file name under admins/<name>/, the service range and
+    # the node admins with `routes: services` send it to (None: nobody opted in).
+    admin_wg_file: str = ""
+    service_cidr: str = ""
+    services_via: str | None = None
 
     @property
     def admin_ports(self) -> tuple[int, ...]:
@@ -100,19 +106,25 @@ def from_prepared(prepared) -> Cluster:
         from ...artifacts import failover as failover_art
         cluster.topology, cluster.relays = "mesh", list(plan.mesh.relays)
     cluster.status_endpoint = plan.status_endpoint
+    cluster.admin_wg_file, cluster.service_cidr = plan.admin_wg_file, plan.service_cidr
+    cluster.services_via = plan.services_via if plan.service_routes else None
     for m in plan.members:
         if m.is_node:
             # The three artifacts node_files puts at these paths, without rendering the rest
             # (kubeadm, first-boot script...): keeps 1,000 members fast.
             wg, fw, sysctl = wireguard.wg_conf(plan, bundle, m), firewall.ruleset(plan, m), sysctl_text
         else:
-            wg = admin_art.files(plan, bundle, m)[f"admins/{m.name}/{plan.interface}.conf"][0].decode()
+            admin_files = admin_art.files(plan, bundle, m)
+            wg = admin_files[f"admins/{m.name}/{plan.admin_wg_file}"][0].decode()
             fw = sysctl = None
         cluster.members.append(MemberFiles(
             m.name, m.kind, m.role, m.behind_nat, m.endpoint_host, m.endpoint_port, m.public_address,
             tuple((e.protocol, e.first, e.last) for e in m.expose), wg, fw, sysctl,
-            *((failover_art.conf(plan, bundle, m), failover_art.script())
-              if plan.mesh is not None and failover_art.wanted(plan, m) else (None, None))))
+            *((failover_art.conf(plan, bundle, m),
+               # an admin's loop as admin.files renders it (issue 17: with the keep step for routes: services)
+               failover_art.script() if m.is_node else admin_files[f"admins/{m.name}/wgkube-failover"][0].decode())
+              if plan.mesh is not None and failover_art.wanted(plan, m) else (None, None)),
+            plan.routes_services(m)))
     return cluster
 
 
@@ -137,6 +149,11 @@ def from_out_dir(out_dir: Path) -> Cluster:
         if vpn.get("topology") == "mesh":
             cluster.topology, cluster.relays = "mesh", list(plan["mesh"]["relays"])
         cluster.status_endpoint = "status_endpoint" in plan
+        admins = plan.get("admins") or {}     # issue 17: present only when the spec opts in
+        cluster.admin_wg_file = admins.get("wg_file") or f"{cluster.interface}.conf"
+        cluster.service_cidr = plan["service_cidr"]
+        routed = set(admins.get("routes_services") or [])
+        cluster.services_via = admins.get("services_via") if routed else None
     except (ValueError, KeyError, TypeError):
         raise UserError(Problem(str(out_dir / "plan.json"), "not a wgkube plan.json (corrupt or from another version)",
                                 "re-render with `wgkube render`")) from None
@@ -157,7 +174,7 @@ def from_out_dir(out_dir: Path) -> Cluster:
             wg, fw, sysctl = files[wg_path(cluster.interface)], files.get(FIREWALL_PATH), files.get(SYSCTL_PATH)
             failover, failover_script = files.get(FAILOVER_PATH), files.get(FAILOVER_SCRIPT_PATH)
         else:
-            wg = _read(out_dir / "admins" / e["name"] / f"{cluster.interface}.conf", "the admin's WireGuard config").decode()
+            wg = _read(out_dir / "admins" / e["name"] / cluster.admin_wg_file, "the admin's WireGuard config").decode()
             fw = sysctl = None
             fo_path = out_dir / "admins" / e["name"] / "failover.conf"
             failover = fo_path.read_text() if fo_path.is_file() else None
@@ -165,7 +182,7 @@ def from_out_dir(out_dir: Path) -> Cluster:
             failover_script = script_path.read_text() if script_path.is_file() else None
         cluster.members.append(MemberFiles(
             e["name"], e["kind"], e["role"], bool(e["behind_nat"]), host, port, e.get("public_address"),
-            _expose(e.get("expose") or []), wg, fw, sysctl, failover, failover_script))
+            _expose(e.get("expose") or []), wg, fw, sysctl, failover, failover_script, e["name"] in routed))
     return cluster
 
 

@@ -23,6 +23,9 @@ class FailoverConf:
     vpn_cidr: str = ""
     numbers: dict[str, int] = field(default_factory=dict)
     relays: list[Relay] = field(default_factory=list)
+    # issue 17: an admin with `routes: services` keeps the service range on this peer across moves
+    service_cidr: str = ""
+    service_key: str = ""
     problems: list[str] = field(default_factory=list)
 
     def worst_case_seconds(self) -> int:
@@ -46,6 +49,7 @@ def parse_failover(text: str) -> FailoverConf:
         values[m.group(1)] = m.group(2) if m.group(2) is not None else m.group(3)
     conf.interface = values.get("IFACE", "")
     conf.vpn_cidr = values.get("VPN_CIDR", "")
+    conf.service_cidr, conf.service_key = values.get("SERVICE_CIDR", ""), values.get("SERVICE_KEY", "")
     for key in NUMBERS:
         if key in values:
             try:

@@ -28,6 +28,7 @@ class Packet:
     ct_state: str = "new"
     ct_status: frozenset[str] = frozenset()
     orig_dport: int | None = None
+    orig_daddr: ipaddress.IPv4Address | None = None   # ct original ip daddr (before DNAT); None: = daddr
 
 
 @dataclass
@@ -348,6 +349,8 @@ def _match_key(toks: list[str], i: int) -> tuple[str, int]:
         return t, i + 1
     if t == "ct" and toks[i + 1:i + 3] == ["original", "proto-dst"]:
         return "ct original proto-dst", i + 3
+    if t == "ct" and toks[i + 1:i + 4] == ["original", "ip", "daddr"]:
+        return "ct original ip daddr", i + 4
     pair = (t, toks[i + 1] if i + 1 < len(toks) else "")
     if pair in _TWO_WORD:
         key = f"{pair[0]} {pair[1]}"
@@ -356,7 +359,7 @@ def _match_key(toks: list[str], i: int) -> tuple[str, int]:
 
 
 def _convert(key: str, raw: list[str]) -> list:
-    if key in ("ip saddr", "ip daddr"):
+    if key in ("ip saddr", "ip daddr", "ct original ip daddr"):
         return [ipaddress.ip_network(v, strict=False) for v in raw]
     if key.endswith(("dport", "sport", "proto-dst")):
         return _ports([str(_SERVICES.get(v, v)) for v in raw])
@@ -390,6 +393,9 @@ def _matches(m: Match, p: Packet) -> bool:
         if port is None:
             return False
         hit = any(lo <= port <= hi for lo, hi in m.values)
+    elif k == "ct original ip daddr":
+        orig = p.daddr if p.orig_daddr is None else p.orig_daddr
+        hit = any(orig in n for n in m.values)
     elif k == "ct original proto-dst":
         hit = p.orig_dport is not None and any(lo <= p.orig_dport <= hi for lo, hi in m.values)
     elif k == "ct state":

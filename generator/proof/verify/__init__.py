@@ -33,6 +33,8 @@ def verify(cluster: Cluster, keep_matrix: bool | None = None, fast: bool = True)
     sim = Simulation(cluster)
     report = Report(cluster.name, sim.names)
     sim.pairs(report, keep_matrix if keep_matrix is not None else sim.n <= MATRIX_LIMIT, fast)
+    from .services import check_services   # issue 17: admins' service routes
+    report.services = check_services(cluster, sim)
     report.findings = sim.findings
     if cluster.topology == "mesh":
         # issue 13: direct paths, relayed pairs, failover settings, each relay down in turn

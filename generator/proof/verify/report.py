@@ -23,6 +23,8 @@ KINDS = {
     # issue 13, mesh
     "indirect": "a pair with a public side goes through a third member instead of directly",
     "failover": "the relay failover settings of a member behind NAT are missing or do not match its WireGuard config",
+    # issue 17, laptops
+    "services": "an admin's service route (routes: services) is missing, goes to a node that would not forward it, or opens more than DNAT'ed Service connections; or an admin without it has one",
     "relay-down": "with one relay down (and the catch-all moved to the next relay), a pair not involving it does not reach",
 }
 
@@ -46,6 +48,7 @@ class Report:
     findings: list[Finding] = field(default_factory=list)
     seconds: float = 0.0
     mesh: object | None = None     # relays.MeshResult for a mesh (issue 13)
+    services: list[str] = field(default_factory=list)   # issue 17: one line per admin with routes: services
 
     @property
     def ok(self) -> bool:

@@ -12,8 +12,8 @@ from typing import List, Optional
 
 import typer
 
-from .common import OutputOpt, out, output_dir, print_text
-from .plan import check_provider, options_from
+from .common import LastIsoOpt, LastPackerOpt, LastProviderOpt, OutputOpt, confirm_or_exit, out, output_dir, print_rerendered, rerender
+from .plan import check_provider
 
 admin_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="admin access: renew an admin's certificate")
 
@@ -40,17 +40,8 @@ def _steps(plan, name: str, cluster_dir: str, legacy: bool, old_end) -> list[str
 
 
 def _confirm(name: str, steps: list[str]) -> None:
-    """As rekey: show what follows; ask on a terminal, refuse in a script without --yes."""
-    import sys
-    print_text(f"admin renew {name}: a new certificate and key; nothing is written until you agree. Then:")
-    for i, line in enumerate(steps, 1):
-        print_text(f"  {i}. {line}")
-    if not sys.stdin.isatty():
-        sys.stderr.write("not confirmed: stdin is not a terminal; pass --yes to renew from a script. Nothing was changed.\n")
-        raise typer.Exit(1)
-    if not typer.confirm(f"renew {name}'s certificate now?", default=False):
-        sys.stderr.write("not confirmed; nothing was changed.\n")
-        raise typer.Exit(1)
+    confirm_or_exit(f"admin renew {name}: a new certificate and key; nothing is written until you agree. Then:",
+                    [f"{i}. {line}" for i, line in enumerate(steps, 1)], "renew", f"renew {name}'s certificate now?")
 
 
 def register(app: typer.Typer, user_errors) -> None:
@@ -60,17 +51,15 @@ def register(app: typer.Typer, user_errors) -> None:
                   spec: Path = typer.Argument(..., help="cluster spec (YAML)"),
                   output: Optional[Path] = OutputOpt,
                   secrets: Optional[Path] = typer.Option(None, "--secrets", help="secrets bundle (default: beside the spec)"),
-                  provider: Optional[str] = typer.Option(None, "--provider", help="as for render (default: what the last render used)"),
-                  iso: Optional[bool] = typer.Option(None, "--iso/--no-iso", help="as for render (default: what the last render used)"),
-                  packer: Optional[bool] = typer.Option(None, "--packer/--no-packer", help="as for render (default: what the last render used)"),
+                  provider: Optional[str] = LastProviderOpt,
+                  iso: Optional[bool] = LastIsoOpt,
+                  packer: Optional[bool] = LastPackerOpt,
                   age_identity: List[Path] = typer.Option([], "--age-identity", help="age identity file (encrypted bundle), or $WGKUBE_AGE_IDENTITY"),
                   age_recipient: List[str] = typer.Option([], "--age-recipient", help="encrypt the bundle to this age recipient, or $WGKUBE_AGE_RECIPIENTS"),
                   yes: bool = typer.Option(False, "--yes", "-y", help="do not ask (scripts)")) -> None:
         """Give one admin a new certificate (and key) that the cluster can revoke; retire the old one; re-render; print the order."""
-        from .. import pipeline
         from ..daytwo.diff import latest_retired
         from ..daytwo.planning import check_admin_name
-        from ..output import read_manifest
         from ..secrets import Age
         from ..secrets import pki
         from ..spec import load_spec
@@ -79,25 +68,18 @@ def register(app: typer.Typer, user_errors) -> None:
         age = Age.from_env(age_recipient, age_identity)
         doc = load_spec(spec)
         check_admin_name(doc, name)  # refused before the lock file is made
-        pipeline.precheck(spec, secrets, age, doc)
-        with pipeline.locked(spec, secrets):
-            prepared = pipeline.prepare(spec, secrets, age=age, renew_admin=name, doc=doc, out_root=output)
-            cluster_dir = output / prepared.plan.cluster
+
+        def old_form(prepared) -> tuple[bool, object]:
             old = latest_retired(prepared.bundle, name)["admin_cert"]
-            legacy = not pki.admin_cert_revocable(old["cert"])
-            old_end = pki.cert_facts(old["cert"])[2]
-            steps = _steps(prepared.plan, name, str(cluster_dir), legacy, old_end)
+            return not pki.admin_cert_revocable(old["cert"]), pki.cert_facts(old["cert"])[2]
+
+        def confirm(prepared, cluster_dir):
             if not yes:
-                _confirm(name, steps)
-            provider, iso, packer = options_from(read_manifest(cluster_dir), provider, iso, packer)
-            rendered = pipeline.render_all(prepared.plan, prepared.bundle, provider=provider, iso=iso, packer=packer)
-            cluster_dir = pipeline.write(prepared, rendered, output)
-        out.print(f"secrets: {prepared.bundle_path} (0600): {'; '.join(prepared.added)}")
-        out.print(f"rendered {cluster_dir}")
-        report = prepared.report
-        if report is not None:
-            changed = [f"{mc.name} ({mc.status})" for mc in report.members if mc.status != "unchanged"]
-            out.print("members whose files changed: " + (", ".join(changed) or "none"))
+                _confirm(name, _steps(prepared.plan, name, str(cluster_dir), *old_form(prepared)))
+
+        prepared, cluster_dir = rerender(spec, secrets, output, age, doc, (provider, iso, packer), confirm, renew_admin=name)
+        legacy, old_end = old_form(prepared)
+        print_rerendered(prepared, cluster_dir)
         out.print(f"admin {name}, in this order:")
         for i, line in enumerate(_steps(prepared.plan, name, str(cluster_dir), legacy, old_end), 1):
             out.print(f"  {i}. {line}", soft_wrap=True)

@@ -37,6 +37,53 @@ AgeIdentityOpt = typer.Option([], "--age-identity", help="age identity file to d
 AgeRecipientOpt = typer.Option([], "--age-recipient", help="encrypt the bundle to this age recipient (or $WGKUBE_AGE_RECIPIENTS)")
 OutputOpt = typer.Option(None, "-o", "--output", help="output folder; the cluster goes in <output>/<name>/ (default: out/ beside the spec)")
 JsonOpt = typer.Option(False, "--json", help="print one JSON document on stdout (shape: docs/cli-json.md); nothing else goes to stdout")
+# Day-two commands that re-render (rekey, admin renew): the render options default to the last render's.
+LastProviderOpt = typer.Option(None, "--provider", help="as for render (default: what the last render used)")
+LastIsoOpt = typer.Option(None, "--iso/--no-iso", help="as for render (default: what the last render used)")
+LastPackerOpt = typer.Option(None, "--packer/--no-packer", help="as for render (default: what the last render used)")
+
+
+def rerender(spec: Path, secrets: Path | None, output: Path, age, doc, options: tuple = (None, None, None),
+             before_write=None, **prepare_kw):
+    """The day-two re-render (rekey, admin renew, upgrade): under the run lock, prepare with the
+    change, let before_write(prepared, cluster_dir) look first (and refuse: a confirmation),
+    render with the given options or the last render's, write. Returns (prepared, cluster_dir)."""
+    from .. import pipeline
+    from ..output import read_manifest
+    from .plan import options_from
+    pipeline.precheck(spec, secrets, age, doc)
+    with pipeline.locked(spec, secrets):
+        prepared = pipeline.prepare(spec, secrets, age=age, doc=doc, out_root=output, **prepare_kw)
+        cluster_dir = output / prepared.plan.cluster
+        if before_write is not None:
+            before_write(prepared, cluster_dir)
+        provider, iso, packer = options_from(read_manifest(cluster_dir), *options)
+        rendered = pipeline.render_all(prepared.plan, prepared.bundle, provider=provider, iso=iso, packer=packer)
+        return prepared, pipeline.write(prepared, rendered, output)
+
+
+def confirm_or_exit(intro: str, steps: list[str], verb: str, question: str) -> None:
+    """Show what follows before anything changes; ask on a terminal, refuse in a script without
+    --yes (exit 1, nothing changed)."""
+    print_text(intro)
+    for line in steps:
+        print_text(f"  {line}")
+    if not sys.stdin.isatty():
+        sys.stderr.write(f"not confirmed: stdin is not a terminal; pass --yes to {verb} from a script. Nothing was changed.\n")
+        raise typer.Exit(1)
+    if not typer.confirm(question, default=False):
+        sys.stderr.write("not confirmed; nothing was changed.\n")
+        raise typer.Exit(1)
+
+
+def print_rerendered(prepared, cluster_dir: Path) -> None:
+    """What a day-two re-render says first: what the bundle got, where, which members changed."""
+    out.print(f"secrets: {prepared.bundle_path} (0600): {'; '.join(prepared.added)}", soft_wrap=True)
+    out.print(f"rendered {cluster_dir}")
+    report = prepared.report
+    if report is not None:
+        changed = [f"{mc.name} ({mc.status})" for mc in report.members if mc.status != "unchanged"]
+        out.print("members whose files changed: " + (", ".join(changed) or "none"), soft_wrap=True)
 
 
 def age_options(recipients: list[str], identities: list[Path]):

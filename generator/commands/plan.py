@@ -13,7 +13,7 @@ from typing import List, Optional
 
 import typer
 
-from .common import JsonOpt, OutputOpt, output_dir, write_json
+from .common import JsonOpt, output_dir, write_json
 
 
 def options_from(manifest: dict | None, provider: str | None, iso: bool | None, packer: bool | None) -> tuple[str | None, bool, bool]:

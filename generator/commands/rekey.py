@@ -8,22 +8,13 @@ from typing import List, Optional
 
 import typer
 
-from .common import OutputOpt, out, output_dir, print_text
-from .plan import check_provider, options_from
+from .common import LastIsoOpt, LastPackerOpt, LastProviderOpt, OutputOpt, confirm_or_exit, out, output_dir, print_rerendered, rerender
+from .plan import check_provider
 
 
 def _confirm(node: str, steps: list[str]) -> None:
-    """Show the rollout before anything changes; ask on a terminal, refuse in a script without --yes."""
-    import sys
-    print_text(f"rekey {node}: a new WireGuard key; nothing is written until you agree. The rollout will be:")
-    for line in steps:
-        print_text(f"  {line}")
-    if not sys.stdin.isatty():
-        sys.stderr.write("not confirmed: stdin is not a terminal; pass --yes to rekey from a script. Nothing was changed.\n")
-        raise typer.Exit(1)
-    if not typer.confirm(f"rekey {node} now?", default=False):
-        sys.stderr.write("not confirmed; nothing was changed.\n")
-        raise typer.Exit(1)
+    confirm_or_exit(f"rekey {node}: a new WireGuard key; nothing is written until you agree. The rollout will be:",
+                    steps, "rekey", f"rekey {node} now?")
 
 
 def register(app: typer.Typer, user_errors) -> None:
@@ -34,40 +25,31 @@ def register(app: typer.Typer, user_errors) -> None:
                   output: Optional[Path] = OutputOpt,
                   secrets: Optional[Path] = typer.Option(None, "--secrets", help="secrets bundle (default: beside the spec)"),
                   join: bool = typer.Option(False, "--join", help="issue a new join token (fresh join window; the old one is retired) instead of a WireGuard key"),
-                  provider: Optional[str] = typer.Option(None, "--provider", help="as for render (default: what the last render used)"),
-                  iso: Optional[bool] = typer.Option(None, "--iso/--no-iso", help="as for render (default: what the last render used)"),
-                  packer: Optional[bool] = typer.Option(None, "--packer/--no-packer", help="as for render (default: what the last render used)"),
+                  provider: Optional[str] = LastProviderOpt,
+                  iso: Optional[bool] = LastIsoOpt,
+                  packer: Optional[bool] = LastPackerOpt,
                   age_identity: List[Path] = typer.Option([], "--age-identity", help="age identity file (encrypted bundle), or $WGKUBE_AGE_IDENTITY"),
                   age_recipient: List[str] = typer.Option([], "--age-recipient", help="encrypt the bundle to this age recipient, or $WGKUBE_AGE_RECIPIENTS"),
                   yes: bool = typer.Option(False, "--yes", "-y", help="do not ask: scripts (a WireGuard rekey splits the member off until rolled out)")) -> None:
         """Give one member a new WireGuard key (or, with --join, a new join token), re-render, print the rollout order."""
-        from .. import pipeline
         from ..artifacts.hub_update import hub_update_command, hub_update_name, member_update_command, member_update_path
         from ..daytwo.diff import latest_retired
         from ..secrets import is_token_join, join_expires, token_id
         from ..daytwo.rollout import rollout
-        from ..output import read_manifest
         from ..secrets import Age
         from ..spec import load_spec
         check_provider(provider)
         output = output_dir(spec, output)
         age = Age.from_env(age_recipient, age_identity)
         doc = load_spec(spec)  # a refused spec leaves nothing behind, not even the lock file
-        pipeline.precheck(spec, secrets, age, doc)
-        with pipeline.locked(spec, secrets):
-            prepared = pipeline.prepare(spec, secrets, age=age, rekey=node, rekey_join=join, doc=doc, out_root=output)
-            cluster_dir = output / prepared.plan.cluster
+
+        def confirm(prepared, cluster_dir):
             if not join and not yes:
                 _confirm(node, rollout(prepared.plan, node, str(cluster_dir)))
-            provider, iso, packer = options_from(read_manifest(cluster_dir), provider, iso, packer)
-            rendered = pipeline.render_all(prepared.plan, prepared.bundle, provider=provider, iso=iso, packer=packer)
-            cluster_dir = pipeline.write(prepared, rendered, output)
-        out.print(f"secrets: {prepared.bundle_path} (0600): {'; '.join(prepared.added)}")
-        out.print(f"rendered {cluster_dir}")
-        report = prepared.report
-        if report is not None:
-            changed = [f"{mc.name} ({mc.status})" for mc in report.members if mc.status != "unchanged"]
-            out.print("members whose files changed: " + (", ".join(changed) or "none"))
+
+        prepared, cluster_dir = rerender(spec, secrets, output, age, doc, (provider, iso, packer), confirm,
+                                         rekey=node, rekey_join=join)
+        print_rerendered(prepared, cluster_dir)
         if join:
             plan = prepared.plan
             end = join_expires(prepared.bundle.joins[node])

@@ -11,7 +11,7 @@ from typing import List, Optional
 
 import typer
 
-from .common import AgeIdentityOpt, OutputOpt, SecretsOpt, SpecArg, out, output_dir
+from .common import AgeIdentityOpt, OutputOpt, SecretsOpt, SpecArg, out, output_dir, print_rerendered, rerender
 
 
 def register(app: typer.Typer, user_errors) -> None:
@@ -25,31 +25,19 @@ def register(app: typer.Typer, user_errors) -> None:
                     age_identity: List[Path] = AgeIdentityOpt) -> None:
         """Upgrade the running cluster to the minor `kubernetes:` names (one minor at a time): render one
         script per node under upgrade/ and print the order (kubeadm's: control plane, then workers)."""
-        from .. import pipeline
         from ..artifacts import upgrade as upgrade_art
         from ..errors import Problem, UserError
-        from ..output import read_manifest
         from ..secrets import Age
         from ..spec import load_spec
-        from .plan import options_from
         if control_plane_done and workers_done:
             raise UserError(Problem("--control-plane-done", "give one step at a time",
                                     "first --control-plane-done (after the control plane's script), later --workers-done"))
         step = "control-plane-done" if control_plane_done else "workers-done" if workers_done else "start"
-        out_root = output_dir(spec, output)
+        output = output_dir(spec, output)
         doc = load_spec(spec)
-        age = Age.from_env(identities=age_identity)
-        pipeline.precheck(spec, secrets, age, doc)
-        with pipeline.locked(spec, secrets):
-            prepared = pipeline.prepare(spec, secrets, age=age, doc=doc, upgrade_step=step, out_root=out_root)
-            cluster_dir = out_root / prepared.plan.cluster
-            provider, iso, packer = options_from(read_manifest(cluster_dir), None, None, None)
-            rendered = pipeline.render_all(prepared.plan, prepared.bundle, provider=provider, iso=iso, packer=packer)
-            cluster_dir = pipeline.write(prepared, rendered, out_root)
+        prepared, cluster_dir = rerender(spec, secrets, output, Age.from_env(identities=age_identity), doc, upgrade_step=step)
         plan = prepared.plan
-        for line in prepared.added:
-            out.print(f"secrets: {prepared.bundle_path}: {line}", soft_wrap=True)
-        out.print(f"rendered {cluster_dir}")
+        print_rerendered(prepared, cluster_dir)
         if plan.upgrade_to is None:
             out.print(f"{plan.cluster} runs Kubernetes {plan.kubernetes}: the upgrade is finished; new nodes install "
                       f"{plan.kubernetes} and upgrade/ is gone from {cluster_dir}.", soft_wrap=True)

@@ -60,7 +60,7 @@ def resolve(doc: SpecDocument, existing: Bundle | None, step: str | None = None,
 
     if now is None:  # a first render, or a bundle from before issue 17: the spec is what runs
         if step in ("control-plane-done", "workers-done"):
-            raise refuse(f"no upgrade is under way (the bundle records no control-plane minor yet)",
+            raise refuse("no upgrade is under way (the bundle records no control-plane minor yet)",
                          "render once, then bump kubernetes: by one minor and run `wgkube upgrade SPEC`")
         if step == "start":
             raise refuse(f"the control plane runs {wanted}, the minor the spec names: there is nothing to upgrade",

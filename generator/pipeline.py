@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
@@ -17,6 +16,7 @@ from .fsutil import lock, remove_stale_temps
 from .output import check_target, discard, read_manifest, recover, sha256, stage, switch
 from .plan import Member, Plan, plan_summary, with_addons, with_kubernetes
 from .secrets import Age, Bundle
+from .skew import MINOR_RE
 from .spec import SpecDocument, load_spec
 from .daytwo import upgrade
 from .daytwo.planning import plan_for, rekey_bundle, renew_admin_bundle
@@ -101,7 +101,7 @@ def last_rendered_kubernetes(spec_path: Path, out_root: Path | None, cluster: st
     except (OSError, ValueError):
         return None
     minor = data.get("kubernetes") if isinstance(data, dict) else None
-    return minor if isinstance(minor, str) and re.fullmatch(r"1\.[0-9]{1,3}", minor) else None
+    return minor if isinstance(minor, str) and MINOR_RE.fullmatch(minor) else None
 
 
 def precheck(spec_path: Path, secrets_path: Path | None, age: Age | None, doc: SpecDocument) -> None:
@@ -234,8 +234,7 @@ def render_all(plan: Plan, bundle: Bundle, provider: str | None = None, iso: boo
             files[hub_update.member_update_path(member)] = (hub_update.member_update_script(plan, bundle, member, conf).encode(), 0o644)
     if plan.upgrade_to is not None:  # issue 17: `wgkube upgrade` under way
         from .artifacts import upgrade as upgrade_art
-        from .skew import previous_minor
-        files.update(upgrade_art.files(plan, bundle, previous_minor(plan.upgrade_to)))
+        files.update(upgrade_art.files(plan, bundle))
     meta = {"options": {"provider": provider, "iso": iso, "packer": packer},
             "node_files": {r.name: r.inner for r in reports}}
     return Rendered(files, reports, meta)

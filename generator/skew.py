@@ -13,6 +13,10 @@ serves its newest patch).
 """
 from __future__ import annotations
 
+import re
+
+# A minor as the bundle records it and plan.json says it ("1.36"); anything else is not ours.
+MINOR_RE = re.compile(r"1\.[0-9]{1,3}")
 KUBELET_MAX_OLDER = 3   # kubelet may trail kube-apiserver by up to three minors, never lead it
 UPGRADE_STEP = 1        # kubeadm upgrades the control plane one minor at a time
 

@@ -60,14 +60,15 @@ def revoked(plan: Plan, bundle: Bundle) -> list[str]:
     for key, entry in bundle.retired.items():
         pair = entry.get("admin_cert") if isinstance(entry, dict) else None
         name = key.partition("@")[0]
-        if isinstance(pair, dict) and name not in current and _revocable_pair(pair):
+        if name not in current and revocable_pair(pair):
             names.add(name)
     return sorted(names)
 
 
-def _revocable_pair(pair: dict) -> bool:
+def revocable_pair(pair: object) -> bool:
+    """A (retired) admin certificate pair of the revocable form: its binding may exist and must go."""
     try:
-        return pki.admin_cert_revocable(pair["cert"])
+        return isinstance(pair, dict) and pki.admin_cert_revocable(pair["cert"])
     except (KeyError, ValueError, TypeError):
         return False
 

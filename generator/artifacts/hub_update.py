@@ -83,3 +83,17 @@ def member_update_path(member: Member) -> str:
 
 def member_update_command(plan: Plan, member: Member, script_path: str) -> str:
     return f"ssh {plan.login_user}@{member.vpn_ip} sudo bash -s < {shlex.quote(script_path)}"
+
+
+def control_plane_update_path(plan: Plan) -> str:
+    """The control plane's live update under out/<cluster>/: the hub's, or its own in a mesh."""
+    cp = next(m for m in plan.nodes if m.role == "control-plane")
+    return member_update_path(cp) if plan.mesh is not None else f"hub-update/{hub_update_name(plan)}"
+
+
+def control_plane_update_command(plan: Plan, cluster_dir: str) -> str:
+    """The command that runs the control plane's live update (join tokens, admin bindings)."""
+    path = f"{cluster_dir}/{control_plane_update_path(plan)}"
+    if plan.mesh is not None:
+        return member_update_command(plan, next(m for m in plan.nodes if m.role == "control-plane"), path)
+    return hub_update_command(plan, path)

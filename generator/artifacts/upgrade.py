@@ -6,12 +6,12 @@ Rendered only while an upgrade is under way (plan.upgrade_to); the state lives i
 (daytwo/upgrade.py). Pure: plan + bundle -> text."""
 from __future__ import annotations
 
-import shlex
-
 from .. import versions
 from ..plan import Member, Plan
 from ..secrets import Bundle
+from ..skew import previous_minor
 from . import kubeadm
+from .hub_update import member_update_command
 from .templates import render
 
 FOLDER = "upgrade"
@@ -29,7 +29,8 @@ def script_path(member: Member) -> str:
 
 
 def run_command(plan: Plan, member: Member, cluster_dir: str) -> str:
-    return f"ssh {plan.login_user}@{member.vpn_ip} sudo bash -s < {shlex.quote(f'{cluster_dir}/{script_path(member)}')}"
+    """Fed to the node's bash over ssh, as its live peer update is."""
+    return member_update_command(plan, member, f"{cluster_dir}/{script_path(member)}")
 
 
 def kubectl_on_control_plane(plan: Plan, verb: str, node: str) -> str:
@@ -39,34 +40,35 @@ def kubectl_on_control_plane(plan: Plan, verb: str, node: str) -> str:
     return f"ssh {plan.login_user}@{cp.vpn_ip} sudo kubectl --kubeconfig {ADMIN_CONF} {verb} {node}{extra}"
 
 
-def steps(plan: Plan, cluster_dir: str) -> list[str]:
-    """The whole upgrade as commands, in order (printed by `wgkube upgrade` and `wgkube plan`)."""
+def stage_steps(plan: Plan, cluster_dir: str) -> list[str]:
+    """The commands of the stage under way, in order (printed by `wgkube upgrade` and `wgkube plan`):
+    the control planes' scripts, or once they are done, each worker's drain, script, uncordon."""
+    workers_stage = plan.upgrade_to == plan.kubernetes
     out = []
     for m in order(plan):
-        if m.role == "control-plane":
+        if m.role == "control-plane" and not workers_stage:
             out.append(run_command(plan, m, cluster_dir))
-        else:
+        elif m.role != "control-plane" and workers_stage:
             out += [kubectl_on_control_plane(plan, "drain", m.name), run_command(plan, m, cluster_dir),
                     kubectl_on_control_plane(plan, "uncordon", m.name)]
     return out
 
 
-def files(plan: Plan, bundle: Bundle, from_minor: str) -> dict[str, tuple[bytes, int]]:
-    if plan.upgrade_to is None:
-        return {}
+def files(plan: Plan, bundle: Bundle) -> dict[str, tuple[bytes, int]]:
+    """Every node's script (the workers' too in the control planes' stage: they refuse until it is done)."""
     nodes = order(plan)
-    return {script_path(m): (script(plan, bundle, m, from_minor, i, len(nodes)).encode(), 0o644)
+    return {script_path(m): (script(plan, bundle, m, i == 1, i, len(nodes)).encode(), 0o644)
             for i, m in enumerate(nodes, start=1)}
 
 
-def script(plan: Plan, bundle: Bundle, member: Member, from_minor: str, number: int, total: int) -> str:
+def script(plan: Plan, bundle: Bundle, member: Member, first: bool, number: int, total: int) -> str:
+    """first: the control plane that runs `kubeadm upgrade apply`; every other node runs `upgrade node`."""
     to = plan.upgrade_to
     assert to is not None
     apt = member.package_family == "apt"
-    first = order(plan)[0].name == member.name
     return render("upgrade-node.sh.j2", plan=plan, member=member, public_key=bundle.public_key(member.name),
-                  step="apply" if first else "node", from_minor=from_minor, to_minor=to, number=number, total=total,
-                  apply=run_command(plan, member, f"out/{plan.cluster}").replace(f"out/{plan.cluster}/", "", 1),
+                  step="apply" if first else "node", from_minor=previous_minor(to), to_minor=to, number=number, total=total,
+                  apply=member_update_command(plan, member, script_path(member)),  # from out/<cluster>/
                   drain=kubectl_on_control_plane(plan, "drain", member.name),
                   uncordon=kubectl_on_control_plane(plan, "uncordon", member.name),
                   k8s_repo=(versions.PKGS_K8S_DEB if apt else versions.PKGS_K8S_RPM).format(minor=to),

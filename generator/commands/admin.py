@@ -21,17 +21,13 @@ admin_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="admin
 def _steps(plan, name: str, cluster_dir: str, legacy: bool, old_end) -> list[str]:
     """What to do after a renewal, in order."""
     from ..artifacts.admin_rbac import binding_name
-    from ..artifacts.hub_update import hub_update_command, hub_update_name, member_update_command, member_update_path
+    from ..artifacts.hub_update import control_plane_update_command
     kubeconfig = f"{cluster_dir}/admins/{name}/kubeconfig"
     if not legacy:
         return [f"install {kubeconfig} on {name}'s device (its binding {binding_name(name)} exists already: nothing changes on the cluster)",
                 f"the old certificate keeps working until {old_end:%Y-%m-%d} (the same user); to cut off a copy of it earlier, "
                 f"remove {name} from the spec and add the admin back under another name"]
-    cp = next(m for m in plan.nodes if m.role == "control-plane")
-    if plan.mesh is not None:
-        command = member_update_command(plan, cp, f"{cluster_dir}/{member_update_path(cp)}")
-    else:
-        command = hub_update_command(plan, f"{cluster_dir}/hub-update/{hub_update_name(plan)}")
+    command = control_plane_update_command(plan, cluster_dir)
     return [f"FIRST apply the control plane's live update, so the binding {binding_name(name)} exists before the new "
             f"certificate is used (it has no kubeadm:cluster-admins group; without the binding it may do nothing): {command}",
             f"THEN install {kubeconfig} on {name}'s device and check it: kubectl --kubeconfig {kubeconfig} auth whoami",

@@ -32,7 +32,7 @@ def register(app: typer.Typer, user_errors) -> None:
                   age_recipient: List[str] = typer.Option([], "--age-recipient", help="encrypt the bundle to this age recipient, or $WGKUBE_AGE_RECIPIENTS"),
                   yes: bool = typer.Option(False, "--yes", "-y", help="do not ask: scripts (a WireGuard rekey splits the member off until rolled out)")) -> None:
         """Give one member a new WireGuard key (or, with --join, a new join token), re-render, print the rollout order."""
-        from ..artifacts.hub_update import hub_update_command, hub_update_name, member_update_command, member_update_path
+        from ..artifacts.hub_update import control_plane_update_command
         from ..daytwo.diff import latest_retired
         from ..secrets import is_token_join, join_expires, token_id
         from ..daytwo.rollout import rollout
@@ -54,9 +54,7 @@ def register(app: typer.Typer, user_errors) -> None:
             plan = prepared.plan
             end = join_expires(prepared.bundle.joins[node])
             cp = next(m for m in plan.nodes if m.role == "control-plane")
-            script = member_update_path(cp) if plan.mesh is not None else f"hub-update/{hub_update_name(plan)}"
-            command = (member_update_command(plan, cp, f"{cluster_dir}/{script}") if plan.mesh is not None
-                       else hub_update_command(plan, f"{cluster_dir}/{script}"))
+            command = control_plane_update_command(plan, str(cluster_dir))
             out.print(f"{node}: new join token, expires {end:%Y-%m-%d %H:%M} UTC. {node}'s files changed and so did the control "
                       f"plane's: a running {cp.name} does not know the new token yet. Run its live update (it creates the token "
                       f"and deletes retired ones, idempotently):", soft_wrap=True)

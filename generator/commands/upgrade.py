@@ -42,21 +42,19 @@ def register(app: typer.Typer, user_errors) -> None:
             out.print(f"{plan.cluster} runs Kubernetes {plan.kubernetes}: the upgrade is finished; new nodes install "
                       f"{plan.kubernetes} and upgrade/ is gone from {cluster_dir}.", soft_wrap=True)
             return
-        commands = upgrade_art.steps(plan, str(cluster_dir))
-        nodes = upgrade_art.order(plan)
-        cps = [m for m in nodes if m.role == "control-plane"]
+        commands = upgrade_art.stage_steps(plan, str(cluster_dir))
         if plan.upgrade_to != plan.kubernetes:
             out.print(f"upgrade {plan.cluster} to Kubernetes {plan.upgrade_to}, stage 1 of 2: the control plane. New nodes "
                       f"still install {plan.kubernetes} until it is done. Run, from a VPN member:", soft_wrap=True)
-            for c in commands[:len(cps)]:
+            for c in commands:
                 out.print(f"  {c}", soft_wrap=True)
             out.print(f"then: wgkube upgrade {spec} --control-plane-done", soft_wrap=True)
-            if len(nodes) > len(cps):
+            if any(m.role != "control-plane" for m in plan.nodes):
                 out.print(f"(the workers' scripts are in {cluster_dir}/upgrade/ already; they refuse to run before the "
                           f"API server runs {plan.upgrade_to})", soft_wrap=True)
             return
         out.print(f"upgrade {plan.cluster} to Kubernetes {plan.upgrade_to}, stage 2 of 2: the workers, one at a time "
                   f"(new nodes install {plan.upgrade_to} now). For each: drain, its script, uncordon:", soft_wrap=True)
-        for c in commands[len(cps):]:
+        for c in commands:
             out.print(f"  {c}", soft_wrap=True)
         out.print(f"then: wgkube upgrade {spec} --workers-done", soft_wrap=True)

@@ -5,8 +5,9 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass, field
 
-from ..artifacts.admin_rbac import BINDINGS_PATH, binding_name
-from ..artifacts.hub_update import hub_update_command, hub_update_name, member_update_command, member_update_path
+from ..artifacts.admin_rbac import BINDINGS_PATH, binding_name, revocable_pair
+from ..artifacts.hub_update import (control_plane_update_command, control_plane_update_path, hub_update_command,
+                                    hub_update_name, member_update_command, member_update_path)
 from ..plan import Plan
 from ..secrets import Bundle, is_token_join, join_expires, token_id
 
@@ -189,24 +190,6 @@ def addon_actions(changes: list[tuple[str, str, str]], old_plan: dict | None, pl
     return out
 
 
-def _revocable_retired(bundle: Bundle, name: str) -> bool:
-    """The admin that left held a certificate of the revocable form (it has a binding to delete)."""
-    from ..secrets import pki
-    pair = latest_retired(bundle, name).get("admin_cert")
-    try:
-        return isinstance(pair, dict) and pki.admin_cert_revocable(pair["cert"])
-    except (KeyError, ValueError, TypeError):
-        return False
-
-
-def _control_plane_update(plan: Plan, out_hint: str) -> str:
-    """The command that runs the control plane's live update (the hub's, or its own in a mesh)."""
-    cp = next(m for m in plan.nodes if m.role == "control-plane")
-    if plan.mesh is not None:
-        return member_update_command(plan, cp, f"{out_hint}/{member_update_path(cp)}")
-    return hub_update_command(plan, f"{out_hint}/hub-update/{hub_update_name(plan)}")
-
-
 def latest_retired(bundle: Bundle, name: str) -> dict:
     """The most recent retired entry of a member (name, name@2, name@3, ...)."""
     keys = [k for k in bundle.retired if k == name or k.startswith(name + "@")]
@@ -224,15 +207,13 @@ def kubernetes_change(was: str, now: str) -> str:
 
 def upgrade_action(plan: Plan, out_hint: str) -> str:
     """Issue 17: an upgrade under way; what runs next, in order."""
-    from ..artifacts.upgrade import order, steps
-    commands = steps(plan, out_hint)
-    cps = sum(1 for m in order(plan) if m.role == "control-plane")
+    from ..artifacts.upgrade import stage_steps
+    commands = "\n    ".join(stage_steps(plan, out_hint))
     if plan.upgrade_to != plan.kubernetes:
         return (f"upgrade to Kubernetes {plan.upgrade_to} under way, stage 1 of 2 (the control plane; new nodes still "
-                f"install {plan.kubernetes}): run\n    " + "\n    ".join(commands[:cps])
-                + "\n  then: wgkube upgrade SPEC --control-plane-done")
+                f"install {plan.kubernetes}): run\n    {commands}\n  then: wgkube upgrade SPEC --control-plane-done")
     return (f"upgrade to Kubernetes {plan.upgrade_to} under way, stage 2 of 2 (the workers, one at a time: drain, "
-            f"script, uncordon):\n    " + "\n    ".join(commands[cps:]) + "\n  then: wgkube upgrade SPEC --workers-done")
+            f"script, uncordon):\n    {commands}\n  then: wgkube upgrade SPEC --workers-done")
 
 
 def _join_token_actions(plan: Plan, bundle: Bundle, out_hint: str, mesh: bool, cluster_files: list[FileChange]) -> list[str]:
@@ -242,11 +223,10 @@ def _join_token_actions(plan: Plan, bundle: Bundle, out_hint: str, mesh: bool, c
     cp = next((m for m in plan.nodes if m.role == "control-plane"), None)
     if cp is None:
         return []
-    rel = member_update_path(cp) if mesh else f"hub-update/{hub_update_name(plan)}"
+    rel = control_plane_update_path(plan)
     if not any(f.path == rel and f.status in ("changed", "new") for f in cluster_files):
         return []
-    command = (member_update_command(plan, cp, f"{out_hint}/{rel}") if mesh
-               else hub_update_command(plan, f"{out_hint}/{rel}"))
+    command = control_plane_update_command(plan, out_hint)
     return [f"the control plane ({cp.name}) creates new workers' join tokens and deletes retired ones only when told: "
             f"run its live update (idempotent; it skips tokens that exist and workers that have joined):\n    " + command]
 
@@ -289,11 +269,11 @@ def _actions(members: list[MemberChange], plan: Plan, bundle: Bundle, out_hint: 
             if old_kinds.get(mc.name, mc.kind) == "node":
                 actions.append(f"{mc.name} left the cluster: its VPN key is retired and dropped from {'every peer list' if mesh else 'the hub'}; remove it from Kubernetes:\n"
                                f"    kubectl delete node {mc.name}")
-            elif _revocable_retired(bundle, mc.name):
+            elif revocable_pair(latest_retired(bundle, mc.name).get("admin_cert")):
                 # issue 17 item 2: its ClusterRoleBinding goes with the control plane's live update
                 actions.append(f"admin {mc.name} left: its VPN key is retired; its certificate is revoked when the control plane's "
                                f"live update deletes its binding {binding_name(mc.name)}: run it now\n    "
-                               + _control_plane_update(plan, out_hint))
+                               + control_plane_update_command(plan, out_hint))
             else:
                 actions.append(f"admin {mc.name} left: its VPN key is retired; its kubeconfig certificate stays valid until it expires "
                                f"but only reaches the API from inside the VPN")
@@ -331,7 +311,7 @@ def _actions(members: list[MemberChange], plan: Plan, bundle: Bundle, out_hint: 
     cp = next((m for m in plan.nodes if m.role == "control-plane"), None)
     if cp is not None and cp.name in by_name and BINDINGS_PATH in {p for f in by_name[cp.name].changed() for (p, _, _) in f.inner}:
         # issue 17 item 2: an admin added, renewed to the revocable form, or gone
-        command = _control_plane_update(plan, out_hint)
+        command = control_plane_update_command(plan, out_hint)
         if not any(command in a for a in actions):
             actions.append(f"the admins' ClusterRoleBindings change: the running control plane ({cp.name}) applies them only when "
                            f"told; run its live update before a new or renewed admin uses its kubeconfig:\n    " + command)

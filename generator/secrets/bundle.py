@@ -21,6 +21,7 @@ from pathlib import Path
 import yaml
 
 from ..errors import Problem, UserError
+from ..skew import MINOR_RE
 from ..fsutil import atomic_write, remove_stale_temps
 from ..plan import Plan
 
@@ -219,7 +220,7 @@ def _kubernetes_record(value: object) -> dict[str, str]:
     """The recorded minors ({control_plane, upgrade_to?}): strings "1.36" only, anything else is a damaged bundle."""
     record = dict(value or {})  # type: ignore[arg-type]
     for key, minor in record.items():
-        if key not in ("control_plane", "upgrade_to") or not isinstance(minor, str) or not re.fullmatch(r"1\.[0-9]{1,3}", minor):
+        if key not in ("control_plane", "upgrade_to") or not isinstance(minor, str) or not MINOR_RE.fullmatch(minor):
             raise ValueError(f"kubernetes.{key}")
     return record
 

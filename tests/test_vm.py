@@ -335,6 +335,22 @@ def _pings_ok(r, node: Node, nodes: dict[str, Node]) -> bool:
     return all(r.ping.get(n.vpn_ip) == "ok" for n in nodes.values() if n.name != node.name)
 
 
+def _reads_everyone_done(r, node: Node, nodes: dict[str, Node]) -> bool:
+    """The report's `status` section (asked once per reporter cycle, so it may predate another
+    member's recovery) shows every other member with its `done` phase."""
+    replies = _status_replies(r.text("status") or "")
+    for other in nodes.values():
+        if other.name == node.name:
+            continue
+        try:
+            doc = json.loads(replies.get(other.vpn_ip, ""))
+        except ValueError:
+            return False
+        if not isinstance(doc, dict) or "done" not in (doc.get("phases") or {}):
+            return False
+    return True
+
+
 def _soft_wait(res: Run, vm, pred, stall: float, what: str, boot_id: str | None = None,
                not_boot_id: str | None = None):
     """Wait for a report of this guest satisfying pred while the guest makes progress (no guest
@@ -489,10 +505,11 @@ def run(tmp_path_factory) -> Run:
         def all_ping():
             reps = {n.name: vms[n.name].latest() for n in nodes}
             return all(r is not None and _finished(r) and _pings_ok(r, by_name[name], by_name)
-                       for name, r in reps.items())
+                       and _reads_everyone_done(r, by_name[name], by_name) for name, r in reps.items())
 
         try:
-            vmq.wait_progressing(all_ping, "VPN pings between every pair of members", vms.values(), stall=240,
+            vmq.wait_progressing(all_ping, "VPN pings and status reads between every pair of members",
+                                 vms.values(), stall=240,
                                  check=check_all)
         except vmq.VMTestError as exc:
             res.problems.append(str(exc))

@@ -7,6 +7,19 @@ from __future__ import annotations
 # The Kubernetes API server's port (kubeadm's default bindPort); reached over the VPN only.
 API_PORT = 6443
 
+# Issue 14, several control planes: every node's local API endpoint, a haproxy on loopback that
+# forwards to every control plane's API over the VPN (Talos KubePrism uses 7445 the same way).
+# An address, not a host name: nothing can resolve it wrongly (cloud-init's manage_etc_hosts
+# rewrites /etc/hosts on every boot on Debian images), and it is added to the API server's SANs.
+LOCAL_API_ADDRESS = "127.0.0.1"
+LOCAL_API_PORT = 7445
+# haproxy's health check of each control plane (a TCP dial over the VPN, as KubePrism does):
+# every second; down after 2 misses, up again after 2 answers. Connections to a server marked down
+# are closed at once, so clients reconnect to one that answers.
+LOCAL_API_CHECK_INTERVAL_MS = 1000
+LOCAL_API_CHECK_FALL = 2
+LOCAL_API_CHECK_RISE = 2
+
 # Ports that must never answer on the public side (unless the spec exposes them), and what they
 # are (for messages). kubeadm's "ports and protocols" page lists the control plane and node ports.
 FLANNEL_VXLAN_PORT = 8472

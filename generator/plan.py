@@ -142,6 +142,9 @@ class Plan:
     # as before, "cluster": wg-<cluster>.conf) and the admins whose tunnel also carries service_cidr.
     admin_conf: str = "interface"
     service_routes: tuple[str, ...] = ()
+    # issue 14: etcd's (heartbeat, election) in ms when the spec sets them (None: etcd's defaults,
+    # no extraArgs, output as before).
+    etcd_tuning: tuple[int, int] | None = None
     _index: dict = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -162,6 +165,31 @@ class Plan:
     @property
     def api_address(self) -> str:
         return self.hub_member.vpn_ip
+
+    @property
+    def control_planes(self) -> tuple[Member, ...]:
+        """Issue 14: every control plane, the one that runs `kubeadm init` (the hub) first."""
+        cps = [m for m in self.nodes if m.role == "control-plane"]
+        return tuple(sorted(cps, key=lambda m: m.name != self.hub))
+
+    @property
+    def several_control_planes(self) -> bool:
+        """Issue 14: more than one control plane, so every node runs the local API endpoint
+        (artifacts/apiproxy.py). False: every file renders as before the issue."""
+        return len(self.control_planes) > 1
+
+    def initialises(self, m: Member) -> bool:
+        """The node that runs `kubeadm init` (and applies the CNI, the admin bindings, add-ons):
+        the hub. Every other node joins; other control planes with `--control-plane`."""
+        return m.name == self.hub
+
+    @property
+    def api_endpoint(self) -> str:
+        """host:port every node's kubeadm, kubelet and kube-proxy use for the API: the hub's VPN
+        address, or with several control planes the local endpoint on loopback (facts.py)."""
+        if self.several_control_planes:
+            return f"{facts.LOCAL_API_ADDRESS}:{facts.LOCAL_API_PORT}"
+        return f"{self.api_address}:{self.api_port}"
 
     @property
     def api_port(self) -> int:
@@ -375,6 +403,7 @@ def build_plan(spec: ClusterSpec, pinned: dict[str, str] | None = None, *, reser
         topology=spec.vpn.topology, mesh=mesh, failover=(fo.interval, fo.timeout, fo.misses, fo.return_after),
         status_endpoint=spec.status_endpoint,
         admin_conf=spec.vpn.admin_conf, service_routes=tuple(a.name for a in spec.admins if a.routes == "services"),
+        etcd_tuning=(spec.etcd.heartbeat_ms, spec.etcd.election_ms) if spec.etcd is not None else None,
     )
 
 
@@ -408,6 +437,9 @@ def plan_summary(plan: Plan) -> dict:
     if plan.admin_conf != "interface" or plan.service_routes:  # issue 17: only when opted in (plan.json stays as it was)
         out["admins"] = {"wg_file": plan.admin_wg_file, "services_via": plan.services_via,
                          "routes_services": list(plan.service_routes)}
+    if plan.several_control_planes or plan.etcd_tuning:  # issue 14: only then (plan.json stays as it was)
+        out["control_planes"] = {"names": [m.name for m in plan.control_planes], "api_endpoint": plan.api_endpoint,
+                                 "etcd": dict(zip(("heartbeat_ms", "election_ms"), plan.etcd_tuning)) if plan.etcd_tuning else None}
     if plan.addons or plan.registries:  # issue 18: only when there are any (plan.json stays as it was)
         out["addons"] = [{"name": a.name, "kind": a.kind, "source": a.source, "digest": addon_digest(a)} for a in plan.addons]
         out["registries"] = [{"server": r.server, "username": r.username, "namespaces": list(r.namespaces),

@@ -249,6 +249,15 @@ class Join(Strict):
         return v
 
 
+class EtcdTuning(Strict):
+    """Issue 14: etcd's two time parameters, for members far apart (etcd's tuning guide,
+    Documentation/tuning.md in etcd-io/website: heartbeat about the round-trip time between members,
+    election timeout at least 5x the heartbeat, commonly 10x, and at most 50 s). Absent = etcd's
+    defaults (100 ms / 1000 ms) and no extraArgs: a spec without this key renders as before."""
+    heartbeat_ms: Int = Field(100, ge=10, le=10000, description="etcd --heartbeat-interval in ms: about the largest round-trip time between control planes (ping over the VPN)")
+    election_ms: Int = Field(1000, ge=50, le=50000, description="etcd --election-timeout in ms: at least 5x heartbeat_ms (10x is usual), at most 50000")
+
+
 class ClusterSpec(Strict):
     name: str = Field(description="cluster name (DNS-1123 label); names the output folder")
     kubernetes: str = Field(versions.KUBERNETES_DEFAULT, description="Kubernetes minor, e.g. '1.37'")
@@ -264,6 +273,8 @@ class ClusterSpec(Strict):
     # Issue 18: applied once each on the control plane after the CNI; absent = nothing, output as before.
     addons: list[Addon] = Field(default_factory=list, description="applied in order on the control plane after the CNI, each once: a manifest (file or https URL with sha256) or a pinned Helm chart (docs/addons.md)")
     registries: list[Registry] = Field(default_factory=list, description="private registry pull secrets made on the control plane; the password is in the secrets bundle (wgkube secret set registry.<server>)")
+    # Issue 14: several control planes (odd counts) need etcd tuned to the sites' round-trip time.
+    etcd: EtcdTuning | None = Field(None, description="etcd time parameters (ms) for control planes far apart; absent = etcd's defaults (docs/design.md, \"Several control planes\")")
 
     @field_validator("kubernetes", mode="before")
     @classmethod
@@ -683,8 +694,15 @@ def check_semantics(doc: SpecDocument) -> list[Problem]:
         p.append(doc.problem(("nodes",), "no node has a public endpoint, so no member can reach another", "give the hub (a control-plane node) `endpoint: <public IP or host>`"))
     elif cps and not any(spec.nodes[i].endpoint for i in cps):
         p.append(doc.problem(("nodes", cps[0], "endpoint"), "no control-plane node has a public endpoint; the hub must be one", "set `endpoint:` on the first control-plane node"))
-    if len(cps) > 1:
-        p.append(doc.problem(("nodes", cps[1], "role"), "only one control-plane node is supported for now (the hub)", "make the other nodes workers"))
+    if len(cps) not in (0, 1, 3, 5):
+        # etcd needs a majority: 2 survive no loss (like 1, with twice the hardware to fail), 4 survive
+        # one (like 3); more than 5 only slows every write (etcd FAQ, "What is failure tolerance?").
+        at = cps[-1] if len(cps) % 2 == 0 else cps[5]
+        p.append(doc.problem(("nodes", at, "role"), f"{len(cps)} control-plane nodes: etcd needs a majority of them up, so an even count survives no more losses than one fewer, and more than 5 only slows every write",
+                             "use 1, 3 or 5 control planes (make this node a worker, or add one)"))
+    if spec.etcd is not None and spec.etcd.election_ms < 5 * spec.etcd.heartbeat_ms:
+        p.append(doc.problem(("etcd", "election_ms"), f"election timeout {spec.etcd.election_ms} ms is under 5x the heartbeat ({spec.etcd.heartbeat_ms} ms): members would call elections while the leader is alive",
+                             f"set election_ms to at least {5 * spec.etcd.heartbeat_ms} (10x, {10 * spec.etcd.heartbeat_ms}, is usual; at most 50000)"))
 
     for i, n in enumerate(spec.nodes):
         if n.endpoint is not None:

@@ -10,13 +10,14 @@ SUDO=""
 
 # Debian packages: validators (cloud-init, nft, shellcheck, packer, wg), the lab (wireguard-go,
 # iproute2, ncat, socat), ISO reading (xorriso), the VM test (qemu, debootstrap, vde2), `wgkube graph`
-# (graphviz: dot) and reading QR codes back (zbar-tools: zbarimg).
+# (graphviz: dot), reading QR codes back (zbar-tools: zbarimg) and the local API endpoint
+# (haproxy: its config checked, and run for real in the lab).
 APT_PACKAGES=(
     python3 python3-venv python3-pip openssl ca-certificates
     cloud-init nftables shellcheck packer wireguard-tools wireguard-go xorriso
     iproute2 iputils-ping ncat socat util-linux kmod procps
     qemu-system-x86 qemu-utils debootstrap vde2
-    graphviz zbar-tools
+    graphviz zbar-tools haproxy
 )
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do

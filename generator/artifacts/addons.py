@@ -20,7 +20,7 @@ SCRIPT_PATH = "/usr/local/sbin/wgkube-addons"
 
 def wanted(plan: Plan, member: Member) -> bool:
     """The control plane of a plan with add-ons or registries; nothing anywhere else."""
-    return member.role == "control-plane" and bool(plan.addons or plan.registries)
+    return plan.initialises(member) and bool(plan.addons or plan.registries)
 
 
 def _go_json(value: object) -> str:

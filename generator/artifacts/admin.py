@@ -16,7 +16,9 @@ def _b64(text: str) -> str:
 def kubeconfig(plan: Plan, bundle: Bundle, admin: Member) -> str:
     pair = bundle.admins[admin.name]
     return render("kubeconfig.yaml.j2", plan=plan, admin=admin, ca_b64=_b64(bundle.pki["ca"]["cert"]),
-                  cert_b64=_b64(pair["cert"]), key_b64=_b64(pair["key"]))
+                  cert_b64=_b64(pair["cert"]), key_b64=_b64(pair["key"]),
+                  # issue 14: a context per other control plane; the default stays the first.
+                  extra_cps=[m for m in plan.control_planes if m.name != plan.hub])
 
 
 def files(plan: Plan, bundle: Bundle, admin: Member) -> dict[str, tuple[bytes, int]]:

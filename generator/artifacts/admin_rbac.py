@@ -85,14 +85,14 @@ def manifest(plan: Plan, bundle: Bundle) -> str | None:
 
 def wanted(plan: Plan, bundle: Bundle, member: Member) -> bool:
     """The control plane gets the bindings file (and the first-boot phase that applies it)."""
-    return member.role == "control-plane" and bool(revocable(plan, bundle))
+    return plan.initialises(member) and bool(revocable(plan, bundle))
 
 
 def live_update(plan: Plan, bundle: Bundle, member: Member) -> dict | None:
     """The control plane's live-update part: apply the current bindings, delete the revoked ones.
     None (the script exactly as before) on other members and for a bundle with no revocable
     certificate, current or retired."""
-    if member.role != "control-plane":
+    if not plan.initialises(member):
         return None
     text, gone = manifest(plan, bundle), revoked(plan, bundle)
     if text is None and not gone:

@@ -21,7 +21,7 @@ from ..plan import Member, Plan
 from ..secrets import Bundle
 from .encode import comment, yaml_scalar
 from .templates import render
-from . import addons, admin_rbac, failover, firewall, join, kubeadm, status, wireguard
+from . import addons, admin_rbac, apiproxy, failover, firewall, join, kubeadm, status, wireguard
 
 ENCODINGS = ("plain", "gz+b64", "gzip")
 
@@ -39,30 +39,45 @@ def first_boot_script(plan: Plan, member: Member, admin_bindings: bool = False) 
     admin_bindings: the control plane applies the admins' ClusterRoleBindings (admin_rbac.py)."""
     text = _first_boot_for_kind(member.role, member.package_family, member.os, plan.kubernetes, plan.cluster,
                                 plan.api_address, plan.api_port, plan.interface, plan.port, addons.wanted(plan, member),
-                                admin_bindings)
+                                admin_bindings, initialises(plan, member), plan.api_endpoint, plan.several_control_planes)
     return text.replace(_NAME_STANDIN, member.name)
 
 
 _NAME_STANDIN = "@@wgkube-node-name@@"
 
 
+def initialises(plan: Plan, member: Member) -> bool:
+    """The first-boot script runs `kubeadm init` on this node. A control plane's base image (a
+    stand-in name, bake only) takes the init variant unless the spec has several control planes."""
+    if member.role != "control-plane":
+        return False
+    return plan.initialises(member) or not plan.several_control_planes
+
+
 @lru_cache(maxsize=64)
 def _first_boot_for_kind(role: str, family: str | None, os_name: str | None, kubernetes: str, cluster: str, api_address: str,
                          api_port: int, interface: str, port: int, with_addons: bool = False,
-                         admin_bindings: bool = False) -> str:
+                         admin_bindings: bool = False, init: bool = False, api_endpoint: str = "",
+                         several_control_planes: bool = False) -> str:
     from types import SimpleNamespace
     plan = SimpleNamespace(kubernetes=kubernetes, cluster=cluster, api_address=api_address, api_port=api_port,
-                           interface=interface, port=port)
+                           interface=interface, port=port, api_endpoint=api_endpoint,
+                           several_control_planes=several_control_planes)
     member = SimpleNamespace(name=_NAME_STANDIN, role=role, package_family=family, os=os_name)
-    return render_first_boot(plan, member, with_addons, admin_bindings)
+    return render_first_boot(plan, member, with_addons, admin_bindings, init)
 
 
-def render_first_boot(plan, member, with_addons: bool = False, admin_bindings: bool = False) -> str:
+def render_first_boot(plan, member, with_addons: bool = False, admin_bindings: bool = False,
+                      init: bool | None = None) -> str:
     """The first-boot script rendered directly (the reference for first_boot_script). Every URL,
-    package name and version in it comes from generator/versions.py."""
+    package name and version in it comes from generator/versions.py. init: this node runs
+    `kubeadm init` (default: it is a control plane and the only one)."""
     apt = member.package_family == "apt"
     minor = plan.kubernetes
+    if init is None:
+        init = initialises(plan, member)
     return render("first-boot.sh.j2", plan=plan, member=member, runtime=kubeadm.runtime_for(member),
+                  init=init, apiproxy=plan.several_control_planes,
                   k8s_repo=(versions.PKGS_K8S_DEB if apt else versions.PKGS_K8S_RPM).format(minor=minor),
                   crio_repo=(versions.CRIO_DEB if apt else versions.CRIO_RPM).format(minor=minor),
                   crio_package=versions.CRIO_PACKAGE, crio_service=versions.CRIO_SERVICE,
@@ -105,6 +120,9 @@ def node_files(plan: Plan, bundle: Bundle, member: Member) -> list[NodeFile]:
         NodeFile("/etc/systemd/system/wgkube-firstboot.service", same("wgkube-firstboot.service.j2")),
     ]
     if member.role == "control-plane":
+        # Every control plane holds the pre-made CAs and SA keys: the first runs kubeadm init with
+        # them, the others kubeadm join --control-plane (issue 14; kubeadm's "static workflow" of
+        # the join --control-plane KEP: shared certificates copied in before the join).
         p = bundle.pki
         files += [
             NodeFile("/etc/kubernetes/pki/ca.crt", p["ca"]["cert"]),
@@ -115,19 +133,23 @@ def node_files(plan: Plan, bundle: Bundle, member: Member) -> list[NodeFile]:
             NodeFile("/etc/kubernetes/pki/etcd/ca.key", p["etcd_ca"]["key"], 0o600),
             NodeFile("/etc/kubernetes/pki/sa.key", p["sa"]["key"], 0o600),
             NodeFile("/etc/kubernetes/pki/sa.pub", p["sa"]["pub"]),
-            NodeFile("/etc/wgkube/flannel.yaml", flannel_manifest(plan)),
         ]
+    if initialises(plan, member):
+        files.append(NodeFile("/etc/wgkube/flannel.yaml", flannel_manifest(plan)))
         if bindings is not None:
             # issue 17 item 2: one ClusterRoleBinding per admin of the revocable form (none for a
             # bundle of old-form certificates only: its files stay byte for byte).
             files.append(NodeFile(admin_rbac.BINDINGS_PATH, bindings))
-    else:
+    if not initialises(plan, member):
         # Public CA certificate only: lets the worker check the API before it joins.
         files.append(NodeFile("/etc/wgkube/ca.crt", bundle.pki["ca"]["cert"]))
         if kubeadm.join_mode(plan, bundle, member) == "certificate":
             # A join certificate an older wgkube made (kubeadm-join.yaml.j2 points discovery.file
             # here): kept as it was. A worker with its own token gets it in kubeadm.yaml only.
             files.append(NodeFile(join.JOIN_KUBECONFIG, join.join_kubeconfig(plan, bundle, member), 0o600))
+    if plan.several_control_planes:
+        # issue 14: the local API endpoint (haproxy on loopback to every control plane).
+        files += [NodeFile(path, content, mode) for path, content, mode in apiproxy.node_files(plan, member)]
     if failover.wanted(plan, member):
         # issue 13, mesh: a member behind NAT keeps its catch-all on a relay that answers.
         files += [

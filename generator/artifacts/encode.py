@@ -131,6 +131,18 @@ def ini(value: object) -> str:
     return text
 
 
+_HAPROXY_WORD = re.compile(r"[A-Za-z0-9_.:-]+")
+
+
+def haproxy(value: object) -> str:
+    """One word of haproxy.cfg (a server name, address:port): haproxy splits its lines at spaces
+    and reads quotes, backslashes and `#`, so only characters that need none pass."""
+    text = str(value)
+    if not _HAPROXY_WORD.fullmatch(text):
+        raise _refuse("a haproxy.cfg word", text)
+    return text
+
+
 def comment(value: object) -> str:
     """Text inside a comment line: anything printable, never a line break."""
     text = str(value)
@@ -140,7 +152,8 @@ def comment(value: object) -> str:
 
 
 FILTERS = {"yq": yaml_dq, "yaml": yaml_scalar, "sh": sh_dq, "sh_in_dq": sh_in_dq, "sh_bare": sh_bare,
-           "nft": nft_str, "ini": ini, "comment": comment}
+           "nft": nft_str, "ini": ini, "comment": comment,
+           "haproxy": haproxy}
 
 
 def finalize(value: object) -> object:

@@ -1,7 +1,7 @@
 """nftables ruleset: one table of our own; public side sees the WireGuard port and nothing else.
 
 On the VPN side by role (docs/node-contract.md): nodes reach each other's cluster ports; admins
-reach the API on the hub and SSH, nothing else; nothing opens a connection to an admin. Every
+reach the API on the control planes (the hub, or with several every one) and SSH, nothing else; nothing opens a connection to an admin. Every
 packet between two members passes the hub (hub and spoke), so the admin rules live in the hub's
 ruleset only: a worker's ruleset does not change when admins come and go. Forwarding only between
 the VPN and the pod interfaces (the hub relays VPN to VPN); SYNs into the tunnel get their MSS
@@ -25,7 +25,8 @@ def ruleset(plan: Plan, member: Member) -> str:
     admins = [a.vpn_ip for a in plan.admins] if member.name == plan.hub or plan.mesh is not None else []
     return render("firewall.nft.j2", plan=plan, member=member, listen_port=plan.listen_port(member),
                   metadata=METADATA_ADDRESS, metadata_dns_port=METADATA_DNS_PORT,
-                  admins=", ".join(admins), admin_ports=", ".join(str(p) for p in sorted({*plan.admin_ports, API_PORT} if member.name == plan.hub else plan.admin_ports)),
+                  admins=", ".join(admins), admin_ports=", ".join(str(p) for p in sorted({*plan.admin_ports, API_PORT} if member.role == "control-plane" else plan.admin_ports)),
+                  api_port=API_PORT, admin_api_via=admin_api_via(plan, member),
                   status_port=STATUS_PORT if plan.status_endpoint else None,
                   relay_admin_ports=", ".join(str(p) for p in sorted(plan.admin_ports)), mesh_forward=mesh_forward(plan, member),
                   pod_ifaces=", ".join(f'"{i}"' for i in POD_INTERFACES), service_admins=service_admins(plan, member))
@@ -48,3 +49,12 @@ def mesh_forward(plan: Plan, member: Member) -> str | None:
     if plan.mesh is None:
         return None
     return "relay" if plan.is_relay(member) else "none"
+
+
+def admin_api_via(plan: Plan, member: Member) -> str:
+    """Issue 14: with several control planes an admin's kubeconfig has a context per control plane,
+    so a node that forwards admin traffic (the hub; in a mesh a relay) lets it through to the API
+    of the other control planes, and to nothing else of theirs. "" with one control plane."""
+    if not plan.several_control_planes:
+        return ""
+    return ", ".join(m.vpn_ip for m in plan.control_planes if m.name != member.name)

@@ -14,7 +14,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .. import versions
+from .. import facts, versions
 from ..plan import Member, Plan
 from ..secrets import Bundle, is_token_join, token_id
 from .templates import render
@@ -266,7 +266,8 @@ def token_description(plan: Plan, name: str) -> str:
 
 
 def worker_tokens(plan: Plan, bundle: Bundle) -> list[dict]:
-    """Every worker's own join token (join window): the control plane's InitConfiguration lists
+    """Every joining node's own join token (join window; other control planes too, issue 14):
+    the first control plane's InitConfiguration lists
     them all, since `kubeadm init` creates them (phase bootstrap-token). `expires`, not `ttl`:
     BootstrapToken in kubernetes/kubernetes cmd/kubeadm/app/apis/bootstraptoken/v1/types.go has
     both, "mutually exclusive"; a ttl counts from the moment init runs, `expires` is an absolute
@@ -279,7 +280,7 @@ def worker_tokens(plan: Plan, bundle: Bundle) -> list[dict]:
     out = []
     for m in plan.nodes:
         entry = bundle.joins.get(m.name)
-        if m.role != "control-plane" and is_token_join(entry):
+        if not plan.initialises(m) and is_token_join(entry):
             out.append({"name": m.name, "token": entry["token"], "id": token_id(entry["token"]),
                         "expires": entry["expires"], "description": token_description(plan, m.name)})
     return out
@@ -299,8 +300,9 @@ def config(plan: Plan, bundle: Bundle, member: Member) -> str:
                cri_socket=CRI_SOCKETS[runtime_for(member)],
                encryption_algorithm=versions.KUBEADM_ENCRYPTION_ALGORITHM)
     own = None
-    if member.role == "control-plane":
-        text = render("kubeadm-init.yaml.j2", worker_tokens=worker_tokens(plan, bundle), **ctx)
+    if plan.initialises(member):
+        text = render("kubeadm-init.yaml.j2", worker_tokens=worker_tokens(plan, bundle),
+                      local_api_address=facts.LOCAL_API_ADDRESS, **ctx)
     else:
         mode = join_mode(plan, bundle, member)
         if mode == "own-token":

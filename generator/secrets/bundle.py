@@ -377,7 +377,7 @@ def legacy_join_workers(b: Bundle, plan: Plan) -> list[str]:
     """Workers of the plan that still hold a join certificate (a bundle from before issue 11 item 12)."""
     if not plan.join_window_days:
         return []
-    return [m.name for m in plan.nodes if m.role != "control-plane" and m.name in b.joins and not is_token_join(b.joins[m.name])]
+    return [m.name for m in plan.nodes if not plan.initialises(m) and m.name in b.joins and not is_token_join(b.joins[m.name])]
 
 
 def legacy_join_warning(b: Bundle, plan: Plan) -> str | None:
@@ -476,7 +476,7 @@ def populate(existing: Bundle | None, plan: Plan, now: dt.datetime | None = None
         # A worker that already has a join credential keeps it, a certificate from an older wgkube
         # included (its files stay byte for byte; legacy_join_warning says how to move it).
         for m in plan.nodes:
-            if m.role != "control-plane" and m.name not in b.joins:
+            if not plan.initialises(m) and m.name not in b.joins:
                 b.joins[m.name] = new_join_token(b, plan.join_window_days, now)
                 added.append(f"join token for {m.name} (expires {b.joins[m.name]['expires']})")
     return b, added

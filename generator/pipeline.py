@@ -18,7 +18,7 @@ from .plan import Member, Plan, plan_summary, with_addons, with_kubernetes
 from .secrets import Age, Bundle
 from .skew import MINOR_RE
 from .spec import SpecDocument, load_spec
-from .daytwo import upgrade
+from .daytwo import control_planes, upgrade
 from .daytwo.planning import plan_for, rekey_bundle, renew_admin_bundle
 
 if TYPE_CHECKING:
@@ -80,6 +80,8 @@ def prepare(spec_path: Path, secrets_path: Path | None = None, *, age: Age | Non
         existing, changes = rekey_bundle(doc, existing, rekey, rekey_join, now, bundle_path)
     if renew_admin is not None:  # issue 17 item 2: the hub's peer list does not change
         existing, changes = renew_admin_bundle(doc, existing, renew_admin, now, bundle_path)
+    last = last_rendered_plan(spec_path, out_root, doc.spec.name)
+    control_planes.check_kind_kept(doc, last)  # issue 14: one control plane or several, for good
     versions = upgrade.resolve(doc, existing, upgrade_step, last_rendered_kubernetes(spec_path, out_root, doc.spec.name))
     plan = with_kubernetes(with_addons(plan_for(doc.spec, existing, hub_changes=rekey is not None and not rekey_join, now=now), doc),
                            versions.control_plane, versions.upgrade_to)
@@ -94,12 +96,18 @@ def prepare(spec_path: Path, secrets_path: Path | None = None, *, age: Age | Non
     return Prepared(doc, plan, bundle, bundle_path, changes + added, age=age, convert=convert, warnings=warnings)
 
 
-def last_rendered_kubernetes(spec_path: Path, out_root: Path | None, cluster: str) -> str | None:
-    """The minor the last render of this cluster used (its plan.json), or None."""
+def last_rendered_plan(spec_path: Path, out_root: Path | None, cluster: str) -> dict | None:
+    """The last render's plan.json of this cluster (out/ beside the spec unless out_root), or None."""
     try:
         data = json.loads(((out_root if out_root is not None else spec_path.parent / "out") / cluster / "plan.json").read_text())
     except (OSError, ValueError):
         return None
+    return data if isinstance(data, dict) else None
+
+
+def last_rendered_kubernetes(spec_path: Path, out_root: Path | None, cluster: str) -> str | None:
+    """The minor the last render of this cluster used (its plan.json), or None."""
+    data = last_rendered_plan(spec_path, out_root, cluster)
     minor = data.get("kubernetes") if isinstance(data, dict) else None
     return minor if isinstance(minor, str) and MINOR_RE.fullmatch(minor) else None
 
@@ -120,6 +128,7 @@ def inspect(spec_path: Path, secrets_path: Path | None = None, *, age: Age | Non
     doc = load_spec(spec_path)
     bundle_path = secrets_mod.locate(spec_path, secrets_path, age)
     existing = secrets_mod.load(bundle_path, doc.spec.name, age)
+    control_planes.check_kind_kept(doc, last_rendered_plan(spec_path, None, doc.spec.name))
     versions = upgrade.resolve(doc, existing, None, last_rendered_kubernetes(spec_path, None, doc.spec.name))
     plan = with_kubernetes(with_addons(plan_for(doc.spec, existing), doc), versions.control_plane, versions.upgrade_to)
     if doc.spec.registries:  # issue 18: the same refusal as render, before anything is rendered
@@ -232,6 +241,9 @@ def render_all(plan: Plan, bundle: Bundle, provider: str | None = None, iso: boo
         for member in plan.nodes:
             conf = files[f"wireguard/{member.name}/{plan.interface}.conf"][0].decode()
             files[hub_update.member_update_path(member)] = (hub_update.member_update_script(plan, bundle, member, conf).encode(), 0o644)
+    if plan.several_control_planes:  # issue 14: every node's local API endpoint, for `wgkube plan`
+        from .artifacts import apiproxy
+        files.update(apiproxy.update_files(plan, bundle))
     if plan.upgrade_to is not None:  # issue 17: `wgkube upgrade` under way
         from .artifacts import upgrade as upgrade_art
         files.update(upgrade_art.files(plan, bundle))

@@ -698,8 +698,11 @@ def check_semantics(doc: SpecDocument) -> list[Problem]:
         # etcd needs a majority: 2 survive no loss (like 1, with twice the hardware to fail), 4 survive
         # one (like 3); more than 5 only slows every write (etcd FAQ, "What is failure tolerance?").
         at = cps[-1] if len(cps) % 2 == 0 else cps[5]
-        p.append(doc.problem(("nodes", at, "role"), f"{len(cps)} control-plane nodes: etcd needs a majority of them up, so an even count survives no more losses than one fewer, and more than 5 only slows every write",
-                             "use 1, 3 or 5 control planes (make this node a worker, or add one)"))
+        n = len(cps)
+        why = (f"etcd needs a majority of them up, so {n} survive no more failures than {n - 1} do, with more machines to fail"
+               if n % 2 == 0 else f"each etcd write waits for a majority of them: more than 5 only slows every write")
+        p.append(doc.problem(("nodes", at, "role"), f"{n} control-plane nodes: {why}",
+                             "use 1, 3 or 5 control planes (make this node a worker" + (", or add one)" if n < 5 else ")")))
     if spec.etcd is not None and spec.etcd.election_ms < 5 * spec.etcd.heartbeat_ms:
         p.append(doc.problem(("etcd", "election_ms"), f"election timeout {spec.etcd.election_ms} ms is under 5x the heartbeat ({spec.etcd.heartbeat_ms} ms): members would call elections while the leader is alive",
                              f"set election_ms to at least {5 * spec.etcd.heartbeat_ms} (10x, {10 * spec.etcd.heartbeat_ms}, is usual; at most 50000)"))

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 from .. import facts
 from ..plan import Member, Plan
+from ..secrets import Bundle
+from .encode import Block
 from .templates import render
 
 CONFIG_PATH = "/etc/wgkube/haproxy.cfg"
@@ -59,3 +61,32 @@ def node_files(plan: Plan, member: Member) -> list[tuple[str, str, int]]:
         (UNIT_PATH, unit(plan), 0o644),
         (KUBELET_DROPIN, render("kubelet-after-apiproxy.conf.j2"), 0o644),
     ]
+
+
+def update_path(member: Member) -> str:
+    """Day two: the node's live update of its local endpoint, under out/<cluster>/."""
+    return f"apiproxy-update/{member.name}.sh"
+
+
+def update_command(plan: Plan, member: Member, cluster_dir: str) -> str:
+    import shlex
+    return f"ssh {plan.login_user}@{member.vpn_ip} sudo bash -s < {shlex.quote(f'{cluster_dir}/{update_path(member)}')}"
+
+
+def update_script(plan: Plan, bundle: Bundle, member: Member) -> str:
+    """A control plane added or removed changes every node's haproxy.cfg: this installs it on a
+    running node (`wgkube plan` says which nodes need it)."""
+    text = config(plan, member)
+    if "WGKUBE_EOF" in text or not text.endswith("\n"):
+        raise ValueError("the config cannot be embedded in the update script")  # cannot happen with haproxy.cfg.j2
+    return render("apiproxy-update.sh.j2", plan=plan, member=member, public_key=bundle.public_key(member.name),
+                  config_path=CONFIG_PATH, unit=UNIT, config=Block(text),
+                  apply=update_command(plan, member, "."),
+                  servers=", ".join(f"{s.name}{' (backup)' if s.backup else ''}" for s in servers(plan, member)))
+
+
+def update_files(plan: Plan, bundle: Bundle) -> dict[str, tuple[bytes, int]]:
+    """out/<cluster>/apiproxy-update/<node>.sh for every node; none with one control plane."""
+    if not plan.several_control_planes:
+        return {}
+    return {update_path(m): (update_script(plan, bundle, m).encode(), 0o644) for m in plan.nodes}

@@ -55,7 +55,7 @@ def join_tokens(plan: Plan, bundle: Bundle, member: Member) -> dict | None:
     exactly what it was before (tests/test_hub_unchanged.py). No clock is read: each token's
     absolute expiry travels as a Unix time, and the script computes the remaining TTL on the hub
     (`kubeadm token create` takes --ttl only)."""
-    if member.role != "control-plane" or not plan.join_window_days:
+    if not plan.initialises(member) or not plan.join_window_days:
         return None
     current = [t | {"until": int(join_expires(bundle.joins[t["name"]]).timestamp())} for t in worker_tokens(plan, bundle)]
     live = {t["id"] for t in current}
@@ -87,13 +87,12 @@ def member_update_command(plan: Plan, member: Member, script_path: str) -> str:
 
 def control_plane_update_path(plan: Plan) -> str:
     """The control plane's live update under out/<cluster>/: the hub's, or its own in a mesh."""
-    cp = next(m for m in plan.nodes if m.role == "control-plane")
-    return member_update_path(cp) if plan.mesh is not None else f"hub-update/{hub_update_name(plan)}"
+    return member_update_path(plan.hub_member) if plan.mesh is not None else f"hub-update/{hub_update_name(plan)}"
 
 
 def control_plane_update_command(plan: Plan, cluster_dir: str) -> str:
     """The command that runs the control plane's live update (join tokens, admin bindings)."""
     path = f"{cluster_dir}/{control_plane_update_path(plan)}"
     if plan.mesh is not None:
-        return member_update_command(plan, next(m for m in plan.nodes if m.role == "control-plane"), path)
+        return member_update_command(plan, plan.hub_member, path)
     return hub_update_command(plan, path)

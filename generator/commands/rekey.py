@@ -53,7 +53,7 @@ def register(app: typer.Typer, user_errors) -> None:
         if join:
             plan = prepared.plan
             end = join_expires(prepared.bundle.joins[node])
-            cp = next(m for m in plan.nodes if m.role == "control-plane")
+            cp = plan.hub_member  # the control plane that holds the tokens (the first, with several)
             command = control_plane_update_command(plan, str(cluster_dir))
             out.print(f"{node}: new join token, expires {end:%Y-%m-%d %H:%M} UTC. {node}'s files changed and so did the control "
                       f"plane's: a running {cp.name} does not know the new token yet. Run its live update (it creates the token "

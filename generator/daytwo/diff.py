@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass, field
 
+from ..artifacts.apiproxy import CONFIG_PATH as APIPROXY_CONFIG
+from ..artifacts.apiproxy import update_command as apiproxy_update_command
 from ..artifacts.admin_rbac import BINDINGS_PATH, binding_name, revocable_pair
 from ..artifacts.hub_update import (control_plane_update_command, control_plane_update_path, hub_update_command,
                                     hub_update_name, member_update_command, member_update_path)
@@ -18,6 +20,8 @@ def _category(path: str, iface: str) -> str:
         return "live"       # the running tunnel: apply by hand (hub-update script, or the node's new conf)
     if path == "/etc/wgkube/failover.conf":
         return "live"       # mesh: the peer update script installs it with the peers and restarts the loop
+    if path == APIPROXY_CONFIG:
+        return "apiproxy"   # issue 14: the local API endpoint's control planes; its live update installs it
     if path == BINDINGS_PATH:
         return "admins"     # issue 17 item 2: the admins' ClusterRoleBindings; the control plane's live update applies them
     if path.startswith("/etc/wgkube/addons/") or path == "/usr/local/sbin/wgkube-addons":
@@ -130,12 +134,43 @@ def diff(old: dict | None, new: dict, plan: Plan, bundle: Bundle, out_hint: str,
     was = (old_plan or {}).get("kubernetes")
     if old is not None and was and was != plan.kubernetes:
         actions.insert(0, kubernetes_change(was, plan.kubernetes))
+    if old is not None:
+        actions += control_plane_actions(members, plan, old_plan, out_hint)
     if plan.upgrade_to is not None:
         actions.insert(0, upgrade_action(plan, out_hint))
     addon_changes = addon_diff(old_plan, plan) if old is not None else [(a.name, "added", a.source) for a in plan.addons]
     if old is not None:
         actions += addon_actions(addon_changes, old_plan, plan, out_hint)
     return Report(plan.cluster, old is not None, members, cluster_files, actions, secrets_added, addon_changes)
+
+
+def control_plane_actions(members: list[MemberChange], plan: Plan, old_plan: dict | None, out_hint: str) -> list[str]:
+    """Issue 14: a control plane added or removed. kubeadm joins a new one by itself at its first
+    boot; removing one from etcd, and telling every running node's local API endpoint, are by hand."""
+    old_cps = [m["name"] for m in (old_plan or {}).get("members", []) if m.get("role") == "control-plane"]
+    new_cps = [m.name for m in plan.control_planes]
+    added = [n for n in new_cps if n not in old_cps]
+    gone = [n for n in old_cps if n not in new_cps]
+    actions: list[str] = []
+    for name in added:
+        actions.append(f"control plane {name} added: boot it with its files; its first boot joins etcd and the control plane "
+                       f"(kubeadm join --control-plane, with the CAs from its user-data) once any control plane's API answers")
+    for name in gone:
+        actions.append(f"control plane {name} removed: take it out of etcd before switching it off (until then etcd counts "
+                       f"{len(old_cps)} members and needs {len(old_cps) // 2 + 1} of them up): on {name} run `kubeadm reset` "
+                       f"(its phase remove-etcd-member leaves etcd cleanly), or on another control plane "
+                       f"`etcdctl member remove <id>` (`etcdctl member list` shows it); then kubectl delete node {name}")
+    running = {mc.name for mc in members if mc.kind == "node" and mc.status == "changed"}
+    stale = [m for m in plan.nodes if m.name in running and any(
+        p == APIPROXY_CONFIG for mc in members if mc.name == m.name for f in mc.changed() for (p, _, _) in f.inner)]
+    if stale:
+        # control planes first: a node then never prefers one its own etcd does not know yet
+        stale.sort(key=lambda m: m.role != "control-plane")
+        what = "new" if added else "current"
+        actions.append(f"every running node's local API endpoint (haproxy) must learn the {what} list of control planes "
+                       f"({', '.join(new_cps)}); run each live update (idempotent){' after ' + ', '.join(added) + ' answered' if added else ''}:\n    "
+                       + "\n    ".join(apiproxy_update_command(plan, m, out_hint) for m in stale))
+    return actions
 
 
 def addon_diff(old_plan: dict | None, plan: Plan) -> list[tuple[str, str, str]]:
@@ -220,9 +255,7 @@ def _join_token_actions(plan: Plan, bundle: Bundle, out_hint: str, mesh: bool, c
     """Join window: a running control plane knows only the tokens its `kubeadm init` created. When
     the tokens its live update carries change (a worker added, a token reissued or retired), say
     to run that update: it creates the missing tokens and deletes the retired ones (hub-update.sh.j2)."""
-    cp = next((m for m in plan.nodes if m.role == "control-plane"), None)
-    if cp is None:
-        return []
+    cp = plan.hub_member  # the one that ran kubeadm init (the first of several control planes)
     rel = control_plane_update_path(plan)
     if not any(f.path == rel and f.status in ("changed", "new") for f in cluster_files):
         return []
@@ -308,8 +341,8 @@ def _actions(members: list[MemberChange], plan: Plan, bundle: Bundle, out_hint: 
                            "the unit, or re-provision; running as is keeps the old ones")
     if plan.join_window_days:
         actions += _join_token_actions(plan, bundle, out_hint, mesh, cluster_files or [])
-    cp = next((m for m in plan.nodes if m.role == "control-plane"), None)
-    if cp is not None and cp.name in by_name and BINDINGS_PATH in {p for f in by_name[cp.name].changed() for (p, _, _) in f.inner}:
+    cp = plan.hub_member
+    if cp.name in by_name and BINDINGS_PATH in {p for f in by_name[cp.name].changed() for (p, _, _) in f.inner}:
         # issue 17 item 2: an admin added, renewed to the revocable form, or gone
         command = control_plane_update_command(plan, out_hint)
         if not any(command in a for a in actions):

@@ -266,3 +266,102 @@ def test_upgrade_apply_refuses_what_kubeadms_version_policy_refuses(root):
 def test_upgrade_apply_needs_an_initialised_cluster(root):
     r = root.kubeadm("upgrade", "apply", "-y", "v1.37.0")
     assert r.returncode == 1 and "not been initialized" in r.stderr
+
+
+# --------------------------------------------------------------------------- issue 14: join --control-plane
+
+INIT_HA = INIT + """controlPlaneEndpoint: "127.0.0.1:7445"
+apiServer:
+  certSANs: ["10.9.0.1", "hub", "127.0.0.1"]
+"""
+JOIN_CP = f"""apiVersion: kubeadm.k8s.io/v1beta4
+kind: JoinConfiguration
+discovery:
+  bootstrapToken: {{apiServerEndpoint: "127.0.0.1:7445", token: "abcdef.0123456789abcdef", caCertHashes: ["sha256:{'0' * 64}"]}}
+controlPlane:
+  localAPIEndpoint: {{advertiseAddress: "10.9.0.2", bindPort: 6443}}
+nodeRegistration: {{name: cp2, criSocket: "{CRI}"}}
+"""
+SHARED = ("ca.crt", "ca.key", "sa.key", "sa.pub", "front-proxy-ca.crt", "front-proxy-ca.key", "etcd/ca.crt", "etcd/ca.key")
+
+
+def sans(cert: Path) -> str:
+    text = subprocess.run(["openssl", "x509", "-noout", "-ext", "subjectAltName", "-in", str(cert)],
+                          capture_output=True, text=True).stdout
+    return " ".join(text.split())
+
+
+@pytest.fixture
+def second(tmp_path, root):
+    """A second machine that joins as a control plane: the first's kubeadm-config (what the API
+    serves; host-side, the stand-in reads it from its own fake root) and the shared PKI copied in."""
+    root.put("/etc/wgkube/kubeadm.yaml", INIT_HA)
+    assert init(root).returncode == 0
+    r = Root(tmp_path / "r2")
+    r.put("/var/lib/wgkube-standin/kubeadm-config.yaml", (root.path / "var/lib/wgkube-standin/kubeadm-config.yaml").read_text())
+    r.put("/var/lib/wgkube-standin/bootstrap-tokens.json", json.dumps({"abcdef.0123456789abcdef": 4102444800}))
+    for f in SHARED:
+        src = root.path / "etc/kubernetes/pki" / f
+        r.put("/etc/kubernetes/pki/" + f, src.read_text() if src.exists() else f"premade {f}\n")
+    r.put("/etc/wgkube/join.yaml", JOIN_CP)
+    yield r
+    r.cri.close()
+
+
+def join_cp(r: Root) -> subprocess.CompletedProcess:
+    return r.kubeadm("join", "--config", str(r.path / "etc/wgkube/join.yaml"))
+
+
+def test_init_signs_the_apiserver_for_its_sans_and_the_control_plane_endpoint(root):
+    root.put("/etc/wgkube/kubeadm.yaml", INIT_HA)
+    assert init(root).returncode == 0
+    names = sans(root.path / "etc/kubernetes/pki/apiserver.crt")
+    assert "IP Address:10.9.0.1" in names and "IP Address:127.0.0.1" in names and "DNS:hub" in names, names
+
+
+def test_join_control_plane_with_the_premade_pki_makes_a_control_plane(second):
+    proc = join_cp(second)
+    assert proc.returncode == 0, proc.stderr
+    assert "Reading configuration from the cluster" in proc.stdout
+    names = sans(second.path / "etc/kubernetes/pki/apiserver.crt")
+    assert "IP Address:10.9.0.2" in names and "IP Address:127.0.0.1" in names, names
+    for f in ("etc/kubernetes/manifests/etcd.yaml", "etc/kubernetes/admin.conf", "etc/kubernetes/kubelet.conf"):
+        assert (second.path / f).exists(), f
+    rec = [json.loads(line) for line in (second.path / "var/lib/wgkube-standin/calls.jsonl").read_text().splitlines()]
+    done = [r for r in rec if r.get("event") == "join-control-plane"]
+    assert done and sorted(done[-1]["shared"]) == sorted(SHARED), done
+
+
+@pytest.mark.parametrize("missing", SHARED)
+def test_join_control_plane_refuses_without_each_shared_certificate(second, missing):
+    (second.path / "etc/kubernetes/pki" / missing).unlink()
+    proc = join_cp(second)
+    assert proc.returncode == 1, proc.stdout
+    assert "One or more conditions for hosting a new control plane instance is not satisfied" in proc.stderr
+    assert f"/etc/kubernetes/pki/{missing}" in proc.stderr, proc.stderr
+    assert not (second.path / "etc/kubernetes/manifests").exists(), "a refusal touches nothing"
+
+
+def test_join_control_plane_refuses_a_cluster_without_a_control_plane_endpoint(second):
+    cfg = second.path / "var/lib/wgkube-standin/kubeadm-config.yaml"
+    cfg.write_text("\n".join(line for line in cfg.read_text().splitlines() if "controlPlaneEndpoint" not in line) + "\n")
+    proc = join_cp(second)
+    assert proc.returncode == 1
+    assert "doesn't have a stable controlPlaneEndpoint address" in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize("port", [6443, 2379, 2380, 10250])
+def test_join_control_plane_runs_the_control_plane_preflight(second, port):
+    second.listen(port)
+    proc = join_cp(second)
+    assert proc.returncode == 1 and f"[ERROR Port-{port}]" in proc.stderr, proc.stderr
+
+
+def test_a_worker_join_still_refuses_an_existing_ca_a_control_plane_join_needs_it(second):
+    """RunJoinNodeChecks adds the CA-file check only without controlPlane: the shared CA a control
+    plane brings is required there, and refused on a worker."""
+    worker = second.path / "etc/wgkube/worker.yaml"
+    worker.write_text(JOIN_CP.replace('controlPlane:\n  localAPIEndpoint: {advertiseAddress: "10.9.0.2", bindPort: 6443}\n', ""))
+    proc = second.kubeadm("join", "--config", str(worker))
+    assert proc.returncode == 1 and "[ERROR FileAvailable--etc-kubernetes-pki-ca.crt]" in proc.stderr, proc.stderr
+    assert join_cp(second).returncode == 0

@@ -155,15 +155,15 @@ class Node:
         return m.group(1) if m else None
 
 
-def render_cluster(workdir: Path) -> tuple[Path, list[Node]]:
+def render_cluster(workdir: Path, spec: Path = SPEC) -> tuple[Path, list[Node]]:
     # WGKUBE_VM_GENERATOR_REPO: render with another checkout's generator (e.g. to try a fix).
     gen_repo = Path(os.environ.get("WGKUBE_VM_GENERATOR_REPO", REPO))
     out = workdir / "out"
-    proc = subprocess.run([sys.executable, "-m", "generator", "render", str(SPEC), "-o", str(out), "-q"],
+    proc = subprocess.run([sys.executable, "-m", "generator", "render", str(spec), "-o", str(out), "-q"],
                           cwd=gen_repo, capture_output=True, text=True,
                           env={**os.environ, "PYTHONPATH": str(gen_repo), "COLUMNS": "200"})
     assert proc.returncode == 0, f"render failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
-    cluster = out / yaml.safe_load(SPEC.read_text())["name"]
+    cluster = out / yaml.safe_load(spec.read_text())["name"]
     plan = json.loads((cluster / "plan.json").read_text())
     nodes = []
     for m in plan["members"]:

@@ -34,6 +34,7 @@ packages=(
     wireguard-tools nftables
     curl ca-certificates openssl procps locales
     openssh-server sudo qemu-guest-agent
+    haproxy
 )
 
 log() { printf 'build_image: [%3ds] %s\n' "$SECONDS" "$*" >&2; }

@@ -8,10 +8,16 @@
 # cluster version (what `kubeadm init` or the last `kubeadm upgrade apply` set,
 # /var/lib/wgkube-standin/cluster-version) and GET /api/v1/nodes/NAME whether
 # the node is cordoned (the stand-in kubectl's drain/uncordon, nodes.json).
+# Issue 14 (several control planes): GET /api/v1/namespaces/kube-system/configmaps/
+# kubeadm-config serves the ClusterConfiguration `kubeadm init` uploaded (a joining
+# control plane reads it, as real kubeadm does), and GET /wgkube-standin/node
+# (test-only, no real API has it) names the machine that answered, so the test
+# sees which control plane a node's local endpoint (haproxy) reached.
 # Everything else is 404.
 # Usage: standin-apiserver.py ADDRESS PORT CERT KEY
 import http.server
 import json
+import socket
 import ssl
 import sys
 
@@ -43,6 +49,15 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 nodes = {}
             spec = {"unschedulable": True} if nodes.get(name, {}).get("unschedulable") else {}
             body, code = json.dumps({"kind": "Node", "metadata": {"name": name}, "spec": spec}).encode(), 200
+        elif self.path == "/api/v1/namespaces/kube-system/configmaps/kubeadm-config":
+            text = _read("kubeadm-config.yaml", None)
+            if text is None:
+                body, code = b"configmaps \"kubeadm-config\" not found", 404
+            else:
+                body, code = json.dumps({"kind": "ConfigMap", "metadata": {"name": "kubeadm-config"},
+                                         "data": {"ClusterConfiguration": text}}).encode(), 200
+        elif self.path == "/wgkube-standin/node":
+            body, code = socket.gethostname().encode(), 200
         else:
             body, code = b"not found (wgkube stand-in API)", 404
         self.send_response(code)

@@ -28,12 +28,17 @@ def register(app: typer.Typer, user_errors) -> None:
                         "hub": {"name": plan.hub, "endpoint": plan.hub_member.endpoint},
                         "api": f"{plan.api_address}:{plan.api_port}", "bundle": str(prepared.bundle_path),
                         "bundle_exists": prepared.bundle_path.exists(), "warnings": warnings,
-                        "mesh": None if plan.mesh is None else {"relays": list(plan.mesh.relays), "relayed_pairs": plan.mesh.relayed_count()}})
+                        "mesh": None if plan.mesh is None else {"relays": list(plan.mesh.relays), "relayed_pairs": plan.mesh.relayed_count()},
+                        **({"control_planes": [m.name for m in plan.control_planes], "api_endpoint": plan.api_endpoint}
+                           if plan.several_control_planes else {})})
             return
         def count(n: int, what: str) -> str:
             return f"{n} {what}{'' if n == 1 else 's'}"
         print_text(f"{spec}: ok: cluster {plan.cluster}, {count(len(plan.nodes), 'node')}, {count(len(plan.admins), 'admin')}; "
                    f"hub: {plan.hub} ({plan.hub_member.endpoint}), API {plan.api_address}:{plan.api_port}", prose=True)
+        if plan.several_control_planes:  # issue 14
+            print_text(f"control planes: {', '.join(m.name for m in plan.control_planes)} (the first runs kubeadm init); "
+                       f"every node reaches the API at {plan.api_endpoint}, its local endpoint", prose=True)
         if plan.mesh is not None:  # issue 13
             print_text(f"mesh: relays {', '.join(plan.mesh.relays) or '(none)'}; {count(plan.mesh.relayed_count(), 'pair')} behind NAT "
                        f"{'is' if plan.mesh.relayed_count() == 1 else 'are'} relayed, every other pair is direct", prose=True)

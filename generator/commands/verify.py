@@ -103,7 +103,8 @@ def _print_control_planes(cps) -> None:
         print_text(f"{'control plane' if d.control_plane else 'member'} {d.member} down: {etcd} "
                    f"({', '.join(f'{name} {k}/{len(cps.names)}' for name, k in d.etcd.items())}); "
                    f"{d.api} of {d.api_total} nodes and admins reach a live API{moved}"
-                   + (f" ({d.known}: a warning, not a finding)" if d.known and d.problems else ""), prose=True)
+                   + (f" ({d.known}: a warning, not a finding)" if d.known and d.problems and d.control_plane else ""),
+                   prose=True)
     for w in cps.warnings:
         print_text(f"warning: {w}", prose=True)
 

@@ -22,6 +22,7 @@ it is a single point of failure.
 """
 from __future__ import annotations
 
+import ipaddress
 from collections import Counter
 from dataclasses import dataclass, field
 from itertools import combinations
@@ -30,8 +31,8 @@ from ...facts import API_PORT
 from ..read.cluster import Cluster
 from ..read.failover import parse_failover
 from ..read.nftables import Packet
-from .relays import without
 from .report import Finding, Report
+from .routing import NO_PEER, UNKNOWN_PEER
 
 ETCD_PORTS = (2379, 2380)      # client (the API server, the other members' health checks) and peers
 EPHEMERAL = 40000
@@ -63,22 +64,82 @@ class ControlPlanes:
         return len(self.names) > 1
 
 
-def path(sim, s: int, d: int) -> tuple[list[int] | None, str]:
+class Gone:
+    """The base simulation with member x gone (its peer removed from every config: it forwards
+    nothing, answers nothing) and each catch-all that pointed at x moved to the next relay of that
+    member's failover list that is a peer, as the failover loop does: the same model as relay
+    down (relays.without), but patched onto the base tables lazily, entry by entry, so that a
+    1,000-member mesh does not rebuild every cryptokey table once per control plane. Only an
+    entry that pointed at x changes: it goes to the longest remaining prefix (the moved
+    catch-all, usually), or nowhere."""
+
+    def __init__(self, cluster: Cluster, base, x: int | None, confs: dict, moved: Counter | None = None):
+        self.base, self.x = base, x
+        self.names, self.addr, self.iface, self.fw, self.fwd_on, self.m = (
+            base.names, base.addr, base.iface, base.fw, base.fwd_on, base.m)
+        self.vpn = ipaddress.ip_network(cluster.vpn_cidr)
+        self.holder: dict[int, int] = {}        # member -> where its catch-all moved
+        self._ck: dict[tuple[int, int], int] = {}
+        if x is None:
+            return
+        xkey = base.pub[x]
+        for i, conf in confs.items():
+            if i == x:
+                continue
+            held = next((p for p in base.cfg[i].peers if self.vpn in p.allowed_ips), None)
+            if held is None or held.public_key != xkey:
+                continue
+            present = {p.public_key for p in base.cfg[i].peers}
+            for cand in conf.relays:
+                if cand.public_key != xkey and cand.public_key in present and cand.public_key in base.by_key:
+                    self.holder[i] = base.by_key[cand.public_key]
+                    if moved is not None:
+                        moved[cand.name] += 1
+                    break
+
+    def route(self, i: int, d: int) -> bool:
+        return bool(self.base.route_ok[i][d])
+
+    def next(self, i: int, d: int) -> int:
+        j = self.base.ck[i][d]
+        if self.x is None or j != self.x:
+            return j
+        hit = self._ck.get((i, d))
+        if hit is None:
+            hit, best, a = NO_PEER, -1, self.addr[d]
+            for p in self.base.cfg[i].peers:
+                k = self.base.by_key.get(p.public_key, UNKNOWN_PEER)
+                if k == self.x:
+                    continue
+                nets = [*p.allowed_ips, self.vpn] if self.holder.get(i) == k else p.allowed_ips
+                for net in nets:
+                    if net.version == 4 and a in net and net.prefixlen > best:
+                        hit, best = k, net.prefixlen
+            self._ck[(i, d)] = hit
+        return hit
+
+    def edge(self, i: int, j: int) -> str | None:
+        if self.x is not None and self.x in (i, j):
+            return f"{self.names[self.x]} is down"
+        return self.base.edge.get((i, j), "no tunnel")
+
+
+def path(sim: Gone, s: int, d: int) -> tuple[list[int] | None, str]:
     """Cryptokey routing s -> d hop by hop: the members in between, or None and why not."""
     names = sim.names
     if sim.addr[s] is None or sim.addr[d] is None:
         return None, "no VPN address"
     cur, hops = s, []
     while True:
-        if not sim.route_ok[cur][d]:
+        if not sim.route(cur, d):
             return None, f"{names[cur]} has no route to {names[d]}"
-        nxt = sim.ck[cur][d]
+        nxt = sim.next(cur, d)
         if nxt < 0:
             return None, f"{names[cur]}: no peer's AllowedIPs cover {names[d]}'s address"
-        why = sim.edge.get((cur, nxt))
+        why = sim.edge(cur, nxt)
         if why is not None:
             return None, why
-        if sim.ck[nxt][s] != cur:
+        if sim.next(nxt, s) != cur:
             return None, f"{names[nxt]} drops what {names[s]} sends through {names[cur]} (source check)"
         if nxt == d:
             return hops, ""
@@ -138,9 +199,10 @@ def check_control_planes(cluster: Cluster, sim, report: Report) -> ControlPlanes
     confs = {i: parse_failover(m.failover) for i, m in enumerate(sim.m) if m.failover}
     # Who could split them: every control plane, and every member a control-plane pair goes through.
     on_path: set[int] = set()
+    whole = Gone(cluster, sim, None, confs)
     for s, d in combinations(cps, 2):
         for x, y in ((s, d), (d, s)):
-            hops, _ = path(sim, x, y)
+            hops, _ = path(whole, x, y)
             on_path.update(hops or ())
     for x in cps + sorted(on_path - set(cps)):
         down = _down(cluster, sim, x, cps, res.quorum, confs)
@@ -165,7 +227,8 @@ def check_control_planes(cluster: Cluster, sim, report: Report) -> ControlPlanes
         what = "a control plane" if d.control_plane else "a relay" if d.member in cluster.relays else "a member"
         res.warnings.append(f"losing {d.member} ({what}{', ' + d.known if d.known else ''}) leaves no majority of the "
                             f"control planes ({res.quorum} of {len(cps)}) able to reach each other on etcd's ports: "
-                            f"{_etcd_text(d, res)}")
+                            f"{_etcd_text(d, res)}"
+                            + (f"; {d.api} of {d.api_total} nodes and admins reach a live API" if d.api < d.api_total else ""))
     for d in res.down:
         if d.known and d.majority and d.problems and not (hub is not None and d.member == names[hub]):
             res.warnings.append(f"losing {d.member} ({d.known}): " + "; ".join(f"{w}: {why}" for w, why in d.problems[:3])
@@ -178,27 +241,25 @@ def _etcd_text(d: Down, res: ControlPlanes) -> str:
 
 
 def _down(cluster: Cluster, base, x: int, cps: list[int], quorum: int, confs: dict) -> Down:
+    res = Down(base.names[x], x in cps)
+    sub = Gone(cluster, base, x, confs, res.moved)
     names = base.names
-    res = Down(names[x], x in cps)
-    keep = [i for i in range(base.n) if i != x]
-    sub = without(cluster, base, x, keep, confs, res.moved)
-    pos = {i: k for k, i in enumerate(keep)}
-    live = [pos[i] for i in cps if i != x]
+    live = [i for i in cps if i != x]
     links = {}
     for p, q in combinations(live, 2):
         links[(p, q)] = links[(q, p)] = etcd_link(sub, p, q)
     for p in live:
         bad = [q for q in live if q != p and links[(p, q)] is not None]
         kept = len(live) - len(bad)          # itself and every control plane it keeps a link with
-        res.etcd[sub.names[p]] = kept
+        res.etcd[names[p]] = kept
         if kept < quorum:
-            res.problems.append((sub.names[p], f"keeps etcd (tcp 2379, 2380 both ways) with {kept} of {len(cps)} control "
+            res.problems.append((names[p], f"keeps etcd (tcp 2379, 2380 both ways) with {kept} of {len(cps)} control "
                                  f"planes, itself counted; a majority is {quorum}: "
                                  + "; ".join(links[(p, q)] for q in bad)))
     res.majority = any(all(links[(p, q)] is None for p, q in combinations(group, 2))
                        for size in range(quorum, len(live) + 1) for group in combinations(live, size))
-    for k in range(sub.n):
-        if sub.m[k].kind not in ("node", "admin") or sub.addr[k] is None:
+    for k in range(base.n):
+        if k == x or base.m[k].kind not in ("node", "admin") or base.addr[k] is None:
             continue
         res.api_total += 1
         if k in live:
@@ -211,6 +272,6 @@ def _down(cluster: Cluster, base, x: int, cps: list[int], quorum: int, confs: di
                 res.api += 1
                 break
         else:
-            res.problems.append((sub.names[k], f"reaches no live API (tcp {API_PORT} on "
-                                 f"{', '.join(sub.names[c] for c in live)}): {why or 'no control plane left'}"))
+            res.problems.append((names[k], f"reaches no live API (tcp {API_PORT} on "
+                                 f"{', '.join(names[c] for c in live)}): {why or 'no control plane left'}"))
     return res

@@ -154,7 +154,8 @@ def without(cluster: Cluster, base, r: int, keep: list[int], confs: dict, moved:
     """The simulation of the members `keep` once member r is gone (its WireGuard peer removed
     everywhere: it forwards nothing, answers nothing), each catch-all that pointed at r moved to
     the next relay of that member's failover list that is a peer, as the failover loop does
-    (counted in `moved`). Also used by controlplanes.py (issue 14: a control plane down)."""
+    (counted in `moved`). tests/test_verify_ha.py checks controlplanes.Gone (issue 14: a member down,
+    patched lazily onto the base tables) against it."""
     from .simulate import Simulation
     rkey = base.pub[r]
     net = ipaddress.ip_network(cluster.vpn_cidr)

@@ -35,7 +35,9 @@ def run(target: Path, secrets: Optional[Path], show_all: bool, as_json: bool = F
             "findings": [{"kind": f.kind, "where": f.where, "pairs": f.count, "detail": f.detail} for f in report.findings],
             "kinds": {k: KINDS[k] for k in sorted(report.kinds())},
             "seconds": {"simulation": round(report.seconds, 3), "total": round(elapsed, 3)},
-        } | ({"services": report.services} if report.services else {}))
+        } | ({"services": report.services} if report.services else {})
+          | ({"control_planes": _control_planes_json(report.control_planes)}
+             if report.control_planes is not None and report.control_planes.several else {}))
         return 0 if report.ok else 1
     if report.matrix is not None:
         print_text(matrix(f"{cluster.name}: ping over {cluster.interface}, row -> column", names,
@@ -47,11 +49,16 @@ def run(target: Path, secrets: Optional[Path], show_all: bool, as_json: bool = F
         _print_mesh(report.mesh)
     for line in report.services:   # issue 17: admins with routes: services
         print_text(f"services: {line}", prose=True)
+    cps = report.control_planes
+    if cps is not None:
+        _print_control_planes(cps)
     if report.ok:
         print_text("ok: every member reaches every other; public side shows only the WireGuard port "
                    "and exposed ports; keepalives and MTU chain fit"
                    + ("; direct wherever a side is public" + ("" if report.mesh.warnings else "; every relay can fail")
-                      if report.mesh is not None else ""), prose=True)
+                      if report.mesh is not None else "")
+                   + ("; any one control plane can fail" if cps is not None and cps.several and not cps.warnings else ""),
+                   prose=True)
         return 0
     shown = report.findings if show_all else report.findings[:SHOWN]
     rows = [(f.kind, f.where, str(f.count) if f.kind in ("unreachable", "loop", "mtu") else "", f.detail) for f in shown]
@@ -83,6 +90,30 @@ def _print_mesh(mesh) -> None:
                    f"(misses x (interval + timeout) + timeout)", prose=True)
     for w in mesh.warnings:
         print_text(f"warning: {w}", prose=True)
+
+
+def _print_control_planes(cps) -> None:
+    """Issue 14 (docs/verify-ha.md): each control plane down in turn; one line for a single one."""
+    if cps.several:
+        print_text(f"control planes: {', '.join(cps.names)}; etcd needs a majority ({cps.quorum} of {len(cps.names)}) "
+                   f"reaching each other on tcp 2379 and 2380, every node one live API (tcp 6443)", prose=True)
+    for d in cps.down:
+        moved = "".join(f"; {count} catch-all{'s' if count != 1 else ''} to {name}" for name, count in d.moved.items())
+        etcd = "etcd keeps its majority" if d.majority else "etcd loses its majority"
+        print_text(f"{'control plane' if d.control_plane else 'member'} {d.member} down: {etcd} "
+                   f"({', '.join(f'{name} {k}/{len(cps.names)}' for name, k in d.etcd.items())}); "
+                   f"{d.api} of {d.api_total} nodes and admins reach a live API{moved}"
+                   + (f" ({d.known}: a warning, not a finding)" if d.known and d.problems and d.control_plane else ""),
+                   prose=True)
+    for w in cps.warnings:
+        print_text(f"warning: {w}", prose=True)
+
+
+def _control_planes_json(cps) -> dict:
+    return {"names": cps.names, "quorum": cps.quorum, "warnings": cps.warnings,
+            "down": [{"member": d.member, "control_plane": d.control_plane, "etcd": d.etcd, "majority": d.majority,
+                      "api": d.api, "api_total": d.api_total, "moved": dict(d.moved), "known": d.known,
+                      "problems": [{"member": w, "detail": why} for w, why in d.problems]} for d in cps.down]}
 
 
 def register(app: typer.Typer, user_errors) -> None:

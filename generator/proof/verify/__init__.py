@@ -40,5 +40,8 @@ def verify(cluster: Cluster, keep_matrix: bool | None = None, fast: bool = True)
         # issue 13: direct paths, relayed pairs, failover settings, each relay down in turn
         from .relays import check_mesh
         report.mesh = check_mesh(cluster, sim, report)
+    # issue 14: each control plane down in turn (etcd majority, a live API), who could split them
+    from .controlplanes import check_control_planes
+    report.control_planes = check_control_planes(cluster, sim, report)
     report.seconds = time.perf_counter() - t0
     return report

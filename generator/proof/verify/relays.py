@@ -138,11 +138,27 @@ def _relay_down(cluster: Cluster, base, report: Report, r: int, confs: dict, rel
     NAT and the remaining relays walked again. Other pairs have a public side: the base run
     proved them direct (one hop, never through r), so r's loss cannot touch them unless they
     involve r itself."""
+    result = RelayDown(base.names[r])
+    keep = [i for i in range(base.n) if base.m[i].behind_nat or (i in relay_idx and i != r)]
+    sub = without(cluster, base, r, keep, confs, result.moved)
+    rep = Report(cluster.name, sub.names)
+    sub.pairs(rep, False)
+    result.pairs, result.reachable = rep.pairs, rep.reachable
+    for f in sub.findings if findings else ():
+        if f.kind in ("unreachable", "loop"):
+            report.findings.append(Finding("relay-down", f"{result.relay} down: {f.where}", f.detail, f.count))
+    return result
+
+
+def without(cluster: Cluster, base, r: int, keep: list[int], confs: dict, moved: Counter):
+    """The simulation of the members `keep` once member r is gone (its WireGuard peer removed
+    everywhere: it forwards nothing, answers nothing), each catch-all that pointed at r moved to
+    the next relay of that member's failover list that is a peer, as the failover loop does
+    (counted in `moved`). tests/test_verify_ha.py checks controlplanes.Gone (issue 14: a member down,
+    patched lazily onto the base tables) against it."""
     from .simulate import Simulation
     rkey = base.pub[r]
     net = ipaddress.ip_network(cluster.vpn_cidr)
-    result = RelayDown(base.names[r])
-    keep = [i for i in range(base.n) if base.m[i].behind_nat or (i in relay_idx and i != r)]
     keys = {base.pub[i] for i in keep}
     cfgs = []
     for i in keep:
@@ -156,14 +172,7 @@ def _relay_down(cluster: Cluster, base, report: Report, r: int, confs: dict, rel
                 if cand.public_key != rkey and cand.public_key in present:
                     k = present[cand.public_key]
                     peers[k] = replace(peers[k], allowed_ips=[*peers[k].allowed_ips, net])
-                    result.moved[cand.name] += 1
+                    moved[cand.name] += 1
                     break
         cfgs.append(replace(cfg, peers=peers))
-    sub = Simulation.derived(base, keep, cfgs)
-    rep = Report(cluster.name, sub.names)
-    sub.pairs(rep, False)
-    result.pairs, result.reachable = rep.pairs, rep.reachable
-    for f in sub.findings if findings else ():
-        if f.kind in ("unreachable", "loop"):
-            report.findings.append(Finding("relay-down", f"{result.relay} down: {f.where}", f.detail, f.count))
-    return result
+    return Simulation.derived(base, keep, cfgs)

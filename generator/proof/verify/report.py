@@ -26,6 +26,10 @@ KINDS = {
     # issue 17, laptops
     "services": "an admin's service route (routes: services) is missing, goes to a node that would not forward it, or opens more than DNAT'ed Service connections; or an admin without it has one",
     "relay-down": "with one relay down (and the catch-all moved to the next relay), a pair not involving it does not reach",
+    # issue 14, several control planes (docs/verify-ha.md)
+    "control-plane-down": "with one control plane down (its WireGuard peer gone), a surviving control plane keeps etcd "
+                          "(tcp 2379, 2380 both ways) with less than a majority of all control planes, or a node or admin "
+                          "reaches the API (tcp 6443) of no live control plane",
 }
 
 
@@ -49,6 +53,7 @@ class Report:
     seconds: float = 0.0
     mesh: object | None = None     # relays.MeshResult for a mesh (issue 13)
     services: list[str] = field(default_factory=list)   # issue 17: one line per admin with routes: services
+    control_planes: object | None = None   # controlplanes.ControlPlanes (issue 14)
 
     @property
     def ok(self) -> bool:

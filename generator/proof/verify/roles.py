@@ -1,5 +1,6 @@
 """The VPN side by role: nodes reach each other's cluster ports; admins reach the API on the hub
-and SSH, nothing else (not etcd, not a kubelet); nothing opens a connection to an admin. In the
+(issue 14: on every control plane) and SSH, nothing else (not etcd, not a kubelet); nothing
+opens a connection to an admin. In the
 hub-and-spoke topology every packet between two members passes the hub, so the hub's forward
 chain and the destination's input chain decide; in a mesh (issue 13) the source's output chain,
 the relay cryptokey routing picks (if any) and the destination's input chain. One member per
@@ -41,20 +42,22 @@ class RolePorts:
             return
         nodes = [i for i, m in enumerate(self.m) if m.kind == "node" and self.addr[i] is not None]
         admins = [i for i, m in enumerate(self.m) if m.kind == "admin" and self.addr[i] is not None]
-        # One destination per distinct ruleset (workers without `expose` share one), the hub always.
+        # One destination per distinct ruleset (workers without `expose` share one), the hub always;
+        # issue 14: every control plane (each serves the API, and etcd to the others).
+        cps = {i for i in nodes if self.m[i].role == "control-plane"}
         reps: dict[int, int] = {}
         for i in nodes:
             reps.setdefault(id(self.fw[i]), i)
-        targets = sorted({hub, *reps.values()})
+        targets = sorted({hub, *cps, *reps.values()})
         names = self.names
         for s in admins:
             for d in targets:
-                allowed = set(self.c.admin_ports) | ({API_PORT} if d == hub else set())
+                allowed = set(self.c.admin_ports) | ({API_PORT} if d == hub or d in cps else set())
                 wrong = [p for p in CLUSTER_TCP if self._reaches(hub, s, d, p) != (p in allowed)]
                 extra = [p for p in wrong if p not in allowed]
                 if extra:
                     self.add("role-port", names[s], f"the admin reaches {names[d]} on tcp {', '.join(map(str, extra))} "
-                             f"(admins may reach only the API on the hub, SSH and, when the spec serves it, wgkube status)")
+                             f"(admins may reach only the API on the control planes, SSH and, when the spec serves it, wgkube status)")
                 missing = [p for p in wrong if p in allowed]
                 if missing and self._reaches(hub, s, d, None, "icmp"):  # else: unreachable says it
                     self.add("role-port", names[s], f"the admin cannot reach {names[d]} on tcp "
@@ -64,11 +67,11 @@ class RolePorts:
                 if self._reaches(hub, src, s, 22):
                     self.add("role-port", names[src], f"opens a connection to the admin {names[s]} (tcp 22): "
                              "nothing on the VPN may start one toward an admin")
-        for s in sorted({hub, *reps.values()}):
+        for s in sorted({hub, *cps, *reps.values()}):
             for d in targets:
                 if d == s:
                     continue
-                ports = CLUSTER_TCP if d == hub else [p for p in CLUSTER_TCP if p not in (API_PORT, 2379, 2380, 10257, 10259)]
+                ports = CLUSTER_TCP if d == hub or d in cps else [p for p in CLUSTER_TCP if p not in (API_PORT, 2379, 2380, 10257, 10259)]
                 if not self._reaches(hub, s, d, None, "icmp"):
                     continue  # no path at all: the pair walk reports it (unreachable)
                 blocked = [p for p in ports if not self._reaches(hub, s, d, p)]

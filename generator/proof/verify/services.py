@@ -30,8 +30,12 @@ def check_services(cluster, sim) -> list[str]:
     # Without a route the laptop never sends a ClusterIP into the tunnel; the node that would
     # receive one (the control plane: the hub, or the admins' services node in a mesh) must still
     # refuse it from an admin not named in its rule.
+    # Issue 14: in hub and spoke only the hub can receive an admin's packet (every other node
+    # gets admin traffic through the hub's forward chain), so other control planes do not count.
+    hub = next((j for j, m in enumerate(sim.m) if m.role == "control-plane" and m.endpoint_host), None)
     node_reps = {j for j, m in enumerate(sim.m) if m.kind == "node" and sim.fw[j] is not None and a[j] is not None
-                 and (m.name == cluster.services_via or (m.role == "control-plane" and m.endpoint_host))}
+                 and (m.name == cluster.services_via or (m.role == "control-plane" and m.endpoint_host
+                                                         and (cluster.topology == "mesh" or j == hub)))}
     for i, m in enumerate(sim.m):
         if m.kind != "admin" or a[i] is None:
             continue

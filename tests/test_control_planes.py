@@ -281,3 +281,21 @@ def test_a_rendered_cluster_keeps_one_or_several_control_planes(tmp_path, direct
         assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
         assert "was rendered with" in proc.stderr and "cluster.yaml:" in proc.stderr
     assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before  # nothing written
+
+
+def test_upgrade_asks_each_control_plane_by_its_own_address(tmp_path):
+    """With several control planes the local endpoint may answer from any of them: another control
+    plane waits for the first's API (upgrade apply done), a worker for every one's."""
+    out = render_spec(HA3.read_text().replace('kubernetes: "1.37"', 'kubernetes: "1.36"'), tmp_path, "--no-iso", "--no-packer")
+    spec = tmp_path / "cluster.yaml"
+    spec.write_text(HA3.read_text())
+    printed = wgkube("upgrade", str(spec), "-o", str(tmp_path / "out")).stdout
+    lines = [line.split("<")[-1].strip() for line in printed.splitlines() if "bash -s <" in line]
+    assert [Path(p).stem for p in lines] == list(CPS), printed  # the first, then the other control planes
+    other = (out / "upgrade" / "cp-ams.sh").read_text()
+    assert 'first=${CONTROL_PLANES[0]}' in other and '"cp-fra=https://10.77.0.1:6443"' in other
+    assert "\n    kubeadm upgrade node\n" in other and "\n    kubeadm upgrade apply" not in other
+    worker = (out / "upgrade" / "worker-fra.sh").read_text()
+    assert 'for cp in "${CONTROL_PLANES[@]}"' in worker and "still runs $v" in worker
+    first = (out / "upgrade" / "cp-fra.sh").read_text()
+    assert "CONTROL_PLANES" not in first  # the one that runs upgrade apply asks its own API

@@ -77,4 +77,6 @@ def script(plan: Plan, bundle: Bundle, member: Member, first: bool, number: int,
                   # held as the first boot holds them (apt-mark hold / dnf exclude=); kubeadm goes first, alone
                   held_packages=" ".join(p for p in versions.K8S_HELD if p != "kubeadm"),
                   unheld_packages=" ".join(p for p in versions.K8S_PACKAGES if p not in versions.K8S_HELD),
-                  apt_lock_timeout=versions.APT_LOCK_TIMEOUT, runtime=kubeadm.runtime_for(member))
+                  apt_lock_timeout=versions.APT_LOCK_TIMEOUT, runtime=kubeadm.runtime_for(member),
+                  # issue 14: with several, each control plane is asked by its own address
+                  several=plan.several_control_planes, control_planes=plan.control_planes)

@@ -19,6 +19,9 @@ def _json(result) -> dict:
         "checks": [{"group": c.group, "subject": c.subject, "expected": c.expected, "got": c.got, "ok": c.ok} for c in result.checks],
         "failed": sum(1 for c in result.checks if not c.ok),
         "failover_seconds": getattr(result, "failover_seconds", None),
+        "api_switches": [{"down": w.down, "how": w.how, "client": w.client, "first_other_seconds": w.first_other,
+                          "out_of_rotation_seconds": w.out_of_rotation, "failed": w.failed, "attempts": w.attempts,
+                          "answered_by": w.answered_by, "ok": w.ok} for w in getattr(result, "api_switches", [])],
         "seconds": {"setup": round(result.setup_seconds, 2), "checks": round(result.check_seconds, 2), "total": round(result.total_seconds, 2)},
     }
 
@@ -49,6 +52,12 @@ def _print(result) -> None:
     if getattr(result, "failover_seconds", None) is not None:  # issue 13
         print_text(f"relay failover: {result.failover_seconds:.1f} s from the active relay's link going down until every "
                    f"pair without it pinged again", prose=True)
+    for w in getattr(result, "api_switches", []):  # issue 14: several control planes
+        first = "no answer from another control plane" if w.first_other is None else \
+            f"first answer from another control plane after {w.first_other:.2f} s"
+        print_text(f"local API endpoint: {w.down} {w.how}, {w.client} -> 127.0.0.1:7445: {first}, "
+                   f"{w.failed} of {w.attempts} attempts failed, the last {w.out_of_rotation or 0:.2f} s after; "
+                   f"then answered by {', '.join(w.answered_by) or 'nobody'}", prose=True)
     failed = [c for c in result.checks if not c.ok]
     print_text(f"{len(result.checks)} checks, {len(failed)} failed; setup {result.setup_seconds:.1f} s, "
                f"checks {result.check_seconds:.1f} s, total {result.total_seconds:.1f} s (cleanup included)", prose=True)

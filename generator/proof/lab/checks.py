@@ -260,8 +260,9 @@ def _vpn_source(sites, hub, target):
 def _start_listeners(lab: Lab, nodes) -> None:
     procs = []
     for s in nodes:
-        procs.append((s.name, lab.spawn(lab.ns_argv(s.ns, PYTHON, str(PROBE), "listen", *map(str, _listen_ports(s.member))),
-                                        f"{s.name}.listen.log", stdout=subprocess.PIPE, text=True)))
+        lab.listeners[s.name] = lab.spawn(lab.ns_argv(s.ns, PYTHON, str(PROBE), "listen", *map(str, _listen_ports(s.member))),
+                                          f"{s.name}.listen.log", stdout=subprocess.PIPE, text=True)
+        procs.append((s.name, lab.listeners[s.name]))
         procs.append((f"{s.name} pod", lab.spawn(lab.ns_argv(s.pod_ns, PYTHON, str(PROBE), "listen", str(POD_PORT)),
                                                  f"{s.name}.pod.log", stdout=subprocess.PIPE, text=True)))
     procs.append(("internet :80", lab.spawn(lab.ns_argv(lab.topo.internet, PYTHON, str(PROBE), "listen", "80"),

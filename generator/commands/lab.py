@@ -11,7 +11,7 @@ from .common import JsonOpt, is_terminal, matrix, print_text, table, write_json
 
 def _json(result) -> dict:
     topo = result.topology
-    return {
+    out = {
         "prefix": topo.prefix, "ok": result.ok,
         "members": [{"name": s.name, "underlay": f"{s.address}/{s.prefixlen}",
                      "nat_gateway": None if s.nat is None else {"name": f"nat{s.nat}", "wan": str(topo.nats[s.nat].wan)},
@@ -19,11 +19,13 @@ def _json(result) -> dict:
         "checks": [{"group": c.group, "subject": c.subject, "expected": c.expected, "got": c.got, "ok": c.ok} for c in result.checks],
         "failed": sum(1 for c in result.checks if not c.ok),
         "failover_seconds": getattr(result, "failover_seconds", None),
-        "api_switches": [{"down": w.down, "how": w.how, "client": w.client, "first_other_seconds": w.first_other,
-                          "out_of_rotation_seconds": w.out_of_rotation, "failed": w.failed, "attempts": w.attempts,
-                          "answered_by": w.answered_by, "ok": w.ok} for w in getattr(result, "api_switches", [])],
         "seconds": {"setup": round(result.setup_seconds, 2), "checks": round(result.check_seconds, 2), "total": round(result.total_seconds, 2)},
     }
+    if getattr(result, "api_switches", None):   # issue 14, several control planes only (a single one: the JSON as before)
+        out["api_switches"] = [{"down": w.down, "how": w.how, "client": w.client, "first_other_seconds": w.first_other,
+                                "out_of_rotation_seconds": w.out_of_rotation, "failed": w.failed, "attempts": w.attempts,
+                                "answered_by": w.answered_by, "ok": w.ok} for w in result.api_switches]
+    return out
 
 
 def _print(result) -> None:

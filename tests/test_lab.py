@@ -335,3 +335,72 @@ def test_mesh_laptop_keeps_its_service_route_through_relay_failover(tmp_path, la
     by = {(c.group, c.subject): c.got for c in result.checks}
     assert by[("failover", "laptop: service range 10.96.0.0/12 after the moves")] == "on hub; ClusterIP connected"
     assert by[("service", "laptop -> ClusterIP 10.96.0.100:80 (kube-proxy stand-in, via hub)")] == "connected"
+
+
+# --------------------------------------------------------------------------- issue 14: several control planes
+
+HAPROXY = "/etc/wgkube/haproxy.cfg"
+HA_CPS = ["cp-1", "cp-2", "cp-3"]
+ENDPOINT = "127.0.0.1:7445"
+
+
+@pytest.fixture
+def ha_lab_tools(lab_tools):
+    need("haproxy", "the local API endpoint of a spec with several control planes (issue 14)")
+
+
+def test_local_api_endpoint_survives_each_control_plane_going_down(tmp_path, ha_lab_tools):
+    """tests/specs/ha-lab.yaml: three control planes and a worker. Each node's rendered haproxy.cfg
+    runs under the real haproxy in its namespace, over the real tunnels, in front of a stand-in
+    API listener per control plane. 127.0.0.1:7445 refuses before haproxy runs (control); on a
+    control plane it answers from itself; the worker keeps getting answers, from the other two,
+    while cp-1's stand-in is stopped and while each control plane's WireGuard is down in turn,
+    with a bounded number of failed attempts; each comes back into rotation."""
+    from generator.proof.lab.apiproxy import MAX_FAILED, OWN
+    out = render_spec(SPECS / "ha-lab.yaml", tmp_path, "--no-packer", "--no-iso")
+    t0 = time.monotonic()
+    result = run_lab(out)
+    elapsed = time.monotonic() - t0
+    assert leftovers(result.topology.prefix) == []
+    assert result.ok, [(c.group, c.subject, c.got) for c in result.checks if not c.ok]
+    by = {(c.group, c.subject): c.got for c in result.checks}
+    for node in HA_CPS + ["worker-1"]:
+        # The negative control: without haproxy nothing listens there, so the answers below are haproxy's.
+        assert by[("api endpoint", f"{node}: {ENDPOINT} before haproxy runs (control)")] == "refused"
+    for cp in HA_CPS:
+        assert by[("api endpoint", f"{cp}: {ENDPOINT} while its API stand-in is up")] == f"{OWN}/{OWN} from {cp}"
+        assert by[("api endpoint", f"{cp} back (WireGuard up)")].startswith("after ")
+    switches = {(w.down, w.how, w.client): w for w in result.api_switches}
+    assert set(switches) == ({("cp-1", "API stand-in stopped", "worker-1"), ("cp-1", "API stand-in stopped", "cp-1")}
+                             | {(cp, "WireGuard down", "worker-1") for cp in HA_CPS})
+    lines = []
+    for (down, how, client), w in sorted(switches.items()):
+        others = [cp for cp in HA_CPS if cp != down]
+        assert w.steady and w.from_down == 0, w
+        assert w.first_other is not None and 0 <= w.failed <= MAX_FAILED and w.out_of_rotation <= w.limit, w
+        # The worker's round robin goes on over both survivors; cp-1's `balance first` falls back
+        # to its first backup, cp-2 (rendered order: itself, then the others in spec order).
+        assert w.answered_by == (others if client == "worker-1" else ["cp-2"]), w
+        lines.append(f"{down} {how} seen from {client}: first other answer {w.first_other:.2f} s, "
+                     f"{w.failed} failed, last failure {w.out_of_rotation:.2f} s")
+    print(f"\nlab, ha-lab (3 control planes, 1 worker): {elapsed:.1f} s\n  " + "\n  ".join(lines))
+
+
+def test_lab_catches_a_local_api_endpoint_without_health_checks(tmp_path, ha_lab_tools):
+    """worker-1's haproxy.cfg without `check` on its servers: haproxy keeps sending every third
+    connection to the control plane that is down, so exactly worker-1's four switch checks fail
+    (through the CLI: exit 1, the measurements printed); the control planes' own endpoints, and
+    every return into rotation, still pass."""
+    out = render_spec(SPECS / "ha-lab.yaml", tmp_path, "--no-packer", "--no-iso")
+    text = rendered.from_out_dir(out).member("worker-1").apiproxy
+    broken = text.replace("default-server check inter", "default-server inter")
+    assert broken != text
+    rendered.replace_node_file(out, "worker-1", HAPROXY, broken)
+    proc, elapsed, _ = lab_cli(out)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    failing = sorted(re.sub(r"\s+", " ", line).split(" -> ")[0] for line in proc.stdout.splitlines() if line.endswith("FAIL"))
+    assert failing == ["api endpoint cp-1 API stand-in stopped: worker-1", "api endpoint cp-1 WireGuard down: worker-1",
+                       "api endpoint cp-2 WireGuard down: worker-1", "api endpoint cp-3 WireGuard down: worker-1"], proc.stdout
+    printed = re.findall(r"local API endpoint: (\S+) (.+?), (\S+) -> 127\.0\.0\.1:7445: .*?(\d+) of (\d+) attempts failed", proc.stdout)
+    assert len(printed) == 5, proc.stdout
+    print(f"\nlab, ha-lab with worker-1's health checks removed: {elapsed:.1f} s, 4 checks failed as expected")

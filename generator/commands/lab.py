@@ -11,7 +11,7 @@ from .common import JsonOpt, is_terminal, matrix, print_text, table, write_json
 
 def _json(result) -> dict:
     topo = result.topology
-    return {
+    out = {
         "prefix": topo.prefix, "ok": result.ok,
         "members": [{"name": s.name, "underlay": f"{s.address}/{s.prefixlen}",
                      "nat_gateway": None if s.nat is None else {"name": f"nat{s.nat}", "wan": str(topo.nats[s.nat].wan)},
@@ -21,6 +21,11 @@ def _json(result) -> dict:
         "failover_seconds": getattr(result, "failover_seconds", None),
         "seconds": {"setup": round(result.setup_seconds, 2), "checks": round(result.check_seconds, 2), "total": round(result.total_seconds, 2)},
     }
+    if getattr(result, "api_switches", None):   # issue 14, several control planes only (a single one: the JSON as before)
+        out["api_switches"] = [{"down": w.down, "how": w.how, "client": w.client, "first_other_seconds": w.first_other,
+                                "out_of_rotation_seconds": w.out_of_rotation, "failed": w.failed, "attempts": w.attempts,
+                                "answered_by": w.answered_by, "ok": w.ok} for w in result.api_switches]
+    return out
 
 
 def _print(result) -> None:
@@ -49,6 +54,12 @@ def _print(result) -> None:
     if getattr(result, "failover_seconds", None) is not None:  # issue 13
         print_text(f"relay failover: {result.failover_seconds:.1f} s from the active relay's link going down until every "
                    f"pair without it pinged again", prose=True)
+    for w in getattr(result, "api_switches", []):  # issue 14: several control planes
+        first = "no answer from another control plane" if w.first_other is None else \
+            f"first answer from another control plane after {w.first_other:.2f} s"
+        print_text(f"local API endpoint: {w.down} {w.how}, {w.client} -> 127.0.0.1:7445: {first}, "
+                   f"{w.failed} of {w.attempts} attempts failed, the last {w.out_of_rotation or 0:.2f} s after; "
+                   f"then answered by {', '.join(w.answered_by) or 'nobody'}", prose=True)
     failed = [c for c in result.checks if not c.ok]
     print_text(f"{len(result.checks)} checks, {len(failed)} failed; setup {result.setup_seconds:.1f} s, "
                f"checks {result.check_seconds:.1f} s, total {result.total_seconds:.1f} s (cleanup included)", prose=True)

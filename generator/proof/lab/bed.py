@@ -68,6 +68,7 @@ class LabResult:
     check_seconds: float = 0.0
     total_seconds: float = 0.0
     failover_seconds: float | None = None   # mesh: relay down -> every other pair reaches again
+    api_switches: list = field(default_factory=list)   # issue 14: apiproxy.Switch, one per control plane taken down and client
 
     @property
     def ok(self) -> bool:
@@ -107,6 +108,7 @@ class Lab:
         self.created: list[str] = []              # namespaces, in creation order
         self.procs: list[subprocess.Popen] = []   # every process we started, by PID
         self.wg_pid: dict[str, int] = {}
+        self.listeners: dict[str, subprocess.Popen] = {}   # node -> its TCP listeners on the VPN-only ports (checks.py)
         self.vpn_ip: dict[str, str] = {}
         self.result = LabResult(self.topo)
 

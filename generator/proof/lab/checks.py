@@ -9,7 +9,7 @@
    which an accepted packet without a listener would draw) and the final drop counter moves.
 4. public TCP to every VPN-only port (facts.VPN_ONLY_PORTS) and NodePort 30080 time out (listeners
    are running on them), unless the spec exposes the port; the same listeners answer a node over
-   the VPN, and an admin only on the API (hub) and SSH: its etcd, kubelet and NodePort probes time out.
+   the VPN, and an admin only on the API (hub; every control plane when there are several) and SSH: its etcd, kubelet and NodePort probes time out.
 5. DNAT: public TCP to the stand-in NodePort (DNAT'ed to the node's pod, like kube-proxy) is
    dropped by the forward chain unless exposed; over the VPN it reaches the pod.
 6. pods: the pod namespace reaches an internet address (control) but not 169.254.169.254.
@@ -185,7 +185,9 @@ def run_checks(lab: Lab) -> None:
                      ("vpn", s.name, port, src.name, True)))
             if admin is not None:
                 # An admin reaches the API on the hub, SSH and wgkube status (if served), nothing else (etcd, kubelet, NodePorts).
-                want = port in lab.cluster.admin_ports or (s is hub and port == API_PORT)
+                # Issue 14: with several control planes, the API on every control plane (a kubeconfig context each).
+                api_here = s is hub or (lab.cluster.several_control_planes and s.member.role == "control-plane")
+                want = port in lab.cluster.admin_ports or (api_here and port == API_PORT)
                 by_source.setdefault(admin.ns, []).append(
                     ({"kind": "tcp", "host": vpn[s.name], "port": port, "timeout": PING_TIMEOUT if want else PUBLIC_TIMEOUT},
                      ("vpn", s.name, port, admin.name, want)))
@@ -258,8 +260,9 @@ def _vpn_source(sites, hub, target):
 def _start_listeners(lab: Lab, nodes) -> None:
     procs = []
     for s in nodes:
-        procs.append((s.name, lab.spawn(lab.ns_argv(s.ns, PYTHON, str(PROBE), "listen", *map(str, _listen_ports(s.member))),
-                                        f"{s.name}.listen.log", stdout=subprocess.PIPE, text=True)))
+        lab.listeners[s.name] = lab.spawn(lab.ns_argv(s.ns, PYTHON, str(PROBE), "listen", *map(str, _listen_ports(s.member))),
+                                          f"{s.name}.listen.log", stdout=subprocess.PIPE, text=True)
+        procs.append((s.name, lab.listeners[s.name]))
         procs.append((f"{s.name} pod", lab.spawn(lab.ns_argv(s.pod_ns, PYTHON, str(PROBE), "listen", str(POD_PORT)),
                                                  f"{s.name}.pod.log", stdout=subprocess.PIPE, text=True)))
     procs.append(("internet :80", lab.spawn(lab.ns_argv(lab.topo.internet, PYTHON, str(PROBE), "listen", "80"),

@@ -1,11 +1,14 @@
 """`wgkube lab`, the whole run: build the test bed (bed.py), run the checks (checks.py), clean up."""
 from __future__ import annotations
 
+import shutil
 import signal
 import time
 from pathlib import Path
 
+from ...errors import Problem, UserError
 from ..read.cluster import from_out_dir
+from .apiproxy import run_apiproxy_checks
 from .bed import Check, Interrupted, Lab, LabResult, SetupFailed, preflight, raise_interrupted
 from .checks import run_checks
 from .failover import run_mesh_checks
@@ -26,6 +29,7 @@ def execute(lab: Lab) -> LabResult:
         lab.result.setup_seconds = t1 - t0
         run_checks(lab)
         run_mesh_checks(lab)   # issue 13: a mesh's direct paths and relay failover (nothing for a hub)
+        run_apiproxy_checks(lab)   # issue 14: the local API endpoint (only with several control planes)
         lab.result.check_seconds = time.perf_counter() - t1
         return lab.result
     except KeyboardInterrupt:
@@ -41,4 +45,8 @@ def run_lab(out_dir: Path, nat_gateways: int = 2) -> LabResult:
     """Build, check, clean up. UserError (exit 2) for this machine or the folder, RuntimeError
     when the lab itself cannot be built; failed checks are in the result."""
     preflight()
-    return execute(Lab(from_out_dir(out_dir), nat_gateways))
+    cluster = from_out_dir(out_dir)
+    if cluster.several_control_planes and shutil.which("haproxy") is None:   # issue 14: the local API endpoint
+        raise UserError(Problem("", "haproxy is not installed: with several control planes the lab runs each node's "
+                                    "rendered haproxy.cfg", "install the haproxy package"))
+    return execute(Lab(cluster, nat_gateways))

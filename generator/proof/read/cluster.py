@@ -15,12 +15,13 @@ import yaml
 
 from ...artifacts import cloudinit
 from ...errors import Problem, UserError
-from ...facts import ADMIN_PORTS, STATUS_PORT
+from ...facts import ADMIN_PORTS, API_PORT, STATUS_PORT
 
 FIREWALL_PATH = "/etc/wgkube/firewall.nft"
 SYSCTL_PATH = "/etc/sysctl.d/90-wgkube.conf"
 FAILOVER_PATH = "/etc/wgkube/failover.conf"   # issue 13: mesh members behind NAT
 FAILOVER_SCRIPT_PATH = "/usr/local/sbin/wgkube-failover"
+APIPROXY_PATH = "/etc/wgkube/haproxy.cfg"       # issue 14: the local API endpoint, with several control planes
 
 
 def wg_path(interface: str) -> str:
@@ -43,6 +44,7 @@ class MemberFiles:
     failover: str | None = None             # mesh, behind NAT: the relay failover settings
     failover_script: str | None = None      # ... and the loop itself (the lab runs it)
     routes_services: bool = False           # issue 17: an admin with `routes: services`
+    apiproxy: str | None = None             # issue 14: the local API endpoint's haproxy.cfg (several control planes)
 
 
 @dataclass
@@ -68,6 +70,13 @@ class Cluster:
     admin_wg_file: str = ""
     service_cidr: str = ""
     services_via: str | None = None
+    # Issue 14: the control planes, the one that runs `kubeadm init` first, and the API port they serve.
+    control_planes: list[str] = field(default_factory=list)
+    api_port: int = API_PORT
+
+    @property
+    def several_control_planes(self) -> bool:
+        return len(self.control_planes) > 1
 
     @property
     def admin_ports(self) -> tuple[int, ...]:
@@ -95,6 +104,7 @@ def _expose(items) -> tuple[tuple[str, int, int], ...]:
 def from_prepared(prepared) -> Cluster:
     """From generator.render.prepare(...): renders only the member files, writes nothing."""
     from ...artifacts import admin as admin_art
+    from ...artifacts import apiproxy as apiproxy_art
     from ...artifacts import firewall, wireguard
     from ...artifacts.templates import render
     plan, bundle = prepared.plan, prepared.bundle
@@ -108,6 +118,7 @@ def from_prepared(prepared) -> Cluster:
     cluster.status_endpoint = plan.status_endpoint
     cluster.admin_wg_file, cluster.service_cidr = plan.admin_wg_file, plan.service_cidr
     cluster.services_via = plan.services_via if plan.service_routes else None
+    cluster.control_planes, cluster.api_port = [m.name for m in plan.control_planes], plan.api_port
     for m in plan.members:
         if m.is_node:
             # The three artifacts node_files puts at these paths, without rendering the rest
@@ -124,7 +135,8 @@ def from_prepared(prepared) -> Cluster:
                # an admin's loop as admin.files renders it (issue 17: with the keep step for routes: services)
                failover_art.script() if m.is_node else admin_files[f"admins/{m.name}/wgkube-failover"][0].decode())
               if plan.mesh is not None and failover_art.wanted(plan, m) else (None, None)),
-            plan.routes_services(m)))
+            plan.routes_services(m),
+            apiproxy_art.config(plan, m) if m.is_node and plan.several_control_planes else None))
     return cluster
 
 
@@ -154,6 +166,10 @@ def from_out_dir(out_dir: Path) -> Cluster:
         cluster.service_cidr = plan["service_cidr"]
         routed = set(admins.get("routes_services") or [])
         cluster.services_via = admins.get("services_via") if routed else None
+        # Issue 14: plan.json names the control planes (init first) only with several or etcd tuning.
+        cps = (plan.get("control_planes") or {}).get("names")
+        cluster.control_planes = list(cps) if cps else [e["name"] for e in entries if e["role"] == "control-plane"]
+        cluster.api_port = int(plan["api"].rpartition(":")[2])
     except (ValueError, KeyError, TypeError):
         raise UserError(Problem(str(out_dir / "plan.json"), "not a wgkube plan.json (corrupt or from another version)",
                                 "re-render with `wgkube render`")) from None
@@ -173,7 +189,9 @@ def from_out_dir(out_dir: Path) -> Cluster:
                 raise UserError(Problem(str(ud_path), f"no {wg_path(cluster.interface)} in write_files", "re-render with `wgkube render`"))
             wg, fw, sysctl = files[wg_path(cluster.interface)], files.get(FIREWALL_PATH), files.get(SYSCTL_PATH)
             failover, failover_script = files.get(FAILOVER_PATH), files.get(FAILOVER_SCRIPT_PATH)
+            apiproxy = files.get(APIPROXY_PATH)
         else:
+            apiproxy = None
             wg = _read(out_dir / "admins" / e["name"] / cluster.admin_wg_file, "the admin's WireGuard config").decode()
             fw = sysctl = None
             fo_path = out_dir / "admins" / e["name"] / "failover.conf"
@@ -182,7 +200,7 @@ def from_out_dir(out_dir: Path) -> Cluster:
             failover_script = script_path.read_text() if script_path.is_file() else None
         cluster.members.append(MemberFiles(
             e["name"], e["kind"], e["role"], bool(e["behind_nat"]), host, port, e.get("public_address"),
-            _expose(e.get("expose") or []), wg, fw, sysctl, failover, failover_script, e["name"] in routed))
+            _expose(e.get("expose") or []), wg, fw, sysctl, failover, failover_script, e["name"] in routed, apiproxy))
     return cluster
 
 

@@ -81,7 +81,16 @@ def sizes(res: dict) -> str:
     cap = _table(["provider", "user-data limit", "hub encoding", "members before the hub's user-data outgrows it (est.)"],
                  [[c["provider"], f"{c['limit_bytes'] // 1024} KiB", c["encoding"], f"~{c['max_members']:,}"]
                   for c in s.get("hub_capacity", [])])
-    return f"{_table(head, rows)}\n\n{cap}"
+    out = f"{_table(head, rows)}\n\n{cap}"
+    if s.get("control_planes"):
+        cp = _table(["node (tests/specs/ha3.yaml)", "role", "one control plane plain / gzip", "three plain / gzip",
+                     "added plain / gzip", "AWS picks"],
+                    [[r["node"], r["role_with_three"], f"{r['one']['plain']:,} / {r['one']['gzip']:,}",
+                      f"{r['three']['plain']:,} / {r['three']['gzip']:,}",
+                      f"{r['three']['plain'] - r['one']['plain']:+,} / {r['three']['gzip'] - r['one']['gzip']:+,}",
+                      r["aws_encoding"] or "does not fit"] for r in s["control_planes"]])
+        out += "\n\nSeveral control planes (issue 14): user-data bytes per node, three control planes against one\n\n" + cp
+    return out
 
 
 def peer(res: dict) -> str:

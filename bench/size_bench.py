@@ -67,7 +67,7 @@ def run(sizes: list[int], k: int, log) -> dict:
         marginal.append({"members": n, "k": k, "per_peer_bytes": per_peer, "best_per_peer_bytes": best,
                          "floor_bytes": FLOOR_BYTES, "ratio_to_floor": best / FLOOR_BYTES})
     return {"rows": rows, "marginal": marginal, "floor_bytes": FLOOR_BYTES, "aws_limit_bytes": AWS_LIMIT,
-            "hub_capacity": hub_capacity(rows[-1], marginal[-1]),
+            "hub_capacity": hub_capacity(rows[-1], marginal[-1]), "control_planes": control_planes_cost(log),
             "note": "best = the smallest of plain, gz+b64 (per-file gzip inside write_files) and gzip (whole file)"}
 
 
@@ -87,3 +87,34 @@ def hub_capacity(row: dict, marginal: dict) -> list[dict]:
         members = int(n + (prov.limit - hub[best]) // marginal["per_peer_bytes"][best])
         out.append({"provider": prov.title, "limit_bytes": prov.limit, "encoding": best, "max_members": members})
     return out
+
+
+def control_planes_cost(log) -> list[dict]:
+    """Issue 14: what several control planes add to each node's user-data. tests/specs/ha3.yaml
+    (three control planes) against the same spec with cp-ams and cp-home as workers, one bundle
+    for both (same keys, same join tokens): the difference is the CAs, the join config and the
+    local API endpoint, nothing else."""
+    from pathlib import Path
+
+    import yaml
+
+    from generator.plan import build_plan
+    from generator.secrets import populate
+    from generator.spec import parse_spec
+
+    log("sizes: three control planes against one")
+    text = (Path(__file__).resolve().parent.parent / "tests" / "specs" / "ha3.yaml").read_text()
+    doc = yaml.safe_load(text)
+    three = build_plan(parse_spec(text, "ha3.yaml").spec)
+    for node in doc["nodes"]:
+        if node["name"] in ("cp-ams", "cp-home"):
+            node["role"] = "worker"
+    one = build_plan(parse_spec(yaml.safe_dump(doc, sort_keys=False), "ha1.yaml").spec)
+    bundle, _ = populate(None, three)
+    bundle, _ = populate(bundle, one)
+    rows = []
+    for m in three.nodes:
+        a, b = _sizes(one, bundle, one.member(m.name)), _sizes(three, bundle, m)
+        rows.append({"node": m.name, "role_with_three": m.role, "one": a["bytes"], "three": b["bytes"],
+                     "aws_encoding": b["aws_encoding"]})
+    return rows

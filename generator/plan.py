@@ -180,8 +180,9 @@ class Plan:
 
     def initialises(self, m: Member) -> bool:
         """The node that runs `kubeadm init` (and applies the CNI, the admin bindings, add-ons):
-        the hub. Every other node joins; other control planes with `--control-plane`."""
-        return m.name == self.hub
+        the hub. Every other node joins; other control planes with `--control-plane`. With one
+        control plane any control-plane member counts (a base image's stand-in member too)."""
+        return m.role == "control-plane" and (m.name == self.hub or not self.several_control_planes)
 
     @property
     def api_endpoint(self) -> str:

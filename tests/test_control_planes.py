@@ -299,3 +299,16 @@ def test_upgrade_asks_each_control_plane_by_its_own_address(tmp_path):
     assert 'for cp in "${CONTROL_PLANES[@]}"' in worker and "still runs $v" in worker
     first = (out / "upgrade" / "cp-fra.sh").read_text()
     assert "CONTROL_PLANES" not in first  # the one that runs upgrade apply asks its own API
+
+
+def test_rekey_join_reissues_another_control_planes_token_not_the_firsts(tmp_path):
+    out = render_spec(HA3, tmp_path, "--no-iso", "--no-packer")
+    spec = tmp_path / "cluster.yaml"
+    before = kubeadm_docs(out, "cp-ams")[0]["discovery"]["bootstrapToken"]["token"]
+    proc = wgkube("rekey", "--yes", "cp-fra", str(spec), "-o", str(tmp_path / "out"), "--join", check=False)
+    assert proc.returncode == 2 and "first control plane" in proc.stderr and "does not join" in proc.stderr, proc.stderr
+    wgkube("rekey", "--yes", "cp-ams", str(spec), "-o", str(tmp_path / "out"), "--join")
+    after = kubeadm_docs(out, "cp-ams")[0]["discovery"]["bootstrapToken"]["token"]
+    assert after != before
+    init = kubeadm_docs(out, "cp-fra")[0]
+    assert after in [t["token"] for t in init["bootstrapTokens"]]  # the first control plane creates it

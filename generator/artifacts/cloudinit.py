@@ -39,19 +39,11 @@ def first_boot_script(plan: Plan, member: Member, admin_bindings: bool = False) 
     admin_bindings: the control plane applies the admins' ClusterRoleBindings (admin_rbac.py)."""
     text = _first_boot_for_kind(member.role, member.package_family, member.os, plan.kubernetes, plan.cluster,
                                 plan.api_address, plan.api_port, plan.interface, plan.port, addons.wanted(plan, member),
-                                admin_bindings, initialises(plan, member), plan.api_endpoint, plan.several_control_planes)
+                                admin_bindings, plan.initialises(member), plan.api_endpoint, plan.several_control_planes)
     return text.replace(_NAME_STANDIN, member.name)
 
 
 _NAME_STANDIN = "@@wgkube-node-name@@"
-
-
-def initialises(plan: Plan, member: Member) -> bool:
-    """The first-boot script runs `kubeadm init` on this node. A control plane's base image (a
-    stand-in name, bake only) takes the init variant unless the spec has several control planes."""
-    if member.role != "control-plane":
-        return False
-    return plan.initialises(member) or not plan.several_control_planes
 
 
 @lru_cache(maxsize=64)
@@ -75,7 +67,7 @@ def render_first_boot(plan, member, with_addons: bool = False, admin_bindings: b
     apt = member.package_family == "apt"
     minor = plan.kubernetes
     if init is None:
-        init = initialises(plan, member)
+        init = plan.initialises(member)
     return render("first-boot.sh.j2", plan=plan, member=member, runtime=kubeadm.runtime_for(member),
                   init=init, apiproxy=plan.several_control_planes,
                   k8s_repo=(versions.PKGS_K8S_DEB if apt else versions.PKGS_K8S_RPM).format(minor=minor),
@@ -134,13 +126,13 @@ def node_files(plan: Plan, bundle: Bundle, member: Member) -> list[NodeFile]:
             NodeFile("/etc/kubernetes/pki/sa.key", p["sa"]["key"], 0o600),
             NodeFile("/etc/kubernetes/pki/sa.pub", p["sa"]["pub"]),
         ]
-    if initialises(plan, member):
+    if plan.initialises(member):
         files.append(NodeFile("/etc/wgkube/flannel.yaml", flannel_manifest(plan)))
         if bindings is not None:
             # issue 17 item 2: one ClusterRoleBinding per admin of the revocable form (none for a
             # bundle of old-form certificates only: its files stay byte for byte).
             files.append(NodeFile(admin_rbac.BINDINGS_PATH, bindings))
-    if not initialises(plan, member):
+    if not plan.initialises(member):
         # Public CA certificate only: lets the worker check the API before it joins.
         files.append(NodeFile("/etc/wgkube/ca.crt", bundle.pki["ca"]["cert"]))
         if kubeadm.join_mode(plan, bundle, member) == "certificate":

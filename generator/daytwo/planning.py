@@ -104,8 +104,12 @@ def rekey_bundle(doc: SpecDocument, existing: Bundle | None, name: str, join: bo
         raise UserError(Problem("join.window_days", "the spec sets no join window, so there is no join token of its own to reissue",
                                 "set join.window_days (docs/join-window.md); or create a bootstrap token on the hub: kubeadm token create"),
                         doc.source)
-    if join and any(n.name == name and n.role == "control-plane" for n in spec.nodes):
-        raise UserError(Problem("", f"{name} is the control plane: it does not join, it runs `kubeadm init`", "rekey --join a worker"))
+    first = next((n.name for n in spec.nodes if n.role == "control-plane" and n.endpoint), None)
+    if join and name == first:
+        # issue 14: the other control planes do join (with their own token), so only this one is refused
+        raise UserError(Problem("", f"{name} is the {'first ' if sum(n.role == 'control-plane' for n in spec.nodes) > 1 else ''}"
+                                f"control plane: it does not join, it runs `kubeadm init`",
+                                "rekey --join a worker or another control plane"))
     return secrets_rekey(existing, name, now, days)
 
 

@@ -387,14 +387,19 @@ def test_local_api_endpoint_survives_each_control_plane_going_down(tmp_path, ha_
 
 
 def test_lab_catches_a_local_api_endpoint_without_health_checks(tmp_path, ha_lab_tools):
-    """worker-1's haproxy.cfg without `check` on its servers: haproxy keeps sending every third
-    connection to the control plane that is down, so exactly worker-1's four switch checks fail
+    """worker-1's haproxy.cfg without `check` on its servers and without `option redispatch`:
+    haproxy keeps sending every third connection to the control plane that is down and retries it
+    there, so exactly worker-1's four switch checks fail (with redispatch alone every such
+    connection is retried on a live one and still answered, a second late)
     (through the CLI: exit 1, the measurements printed); the control planes' own endpoints, and
     every return into rotation, still pass."""
     out = render_spec(SPECS / "ha-lab.yaml", tmp_path, "--no-packer", "--no-iso")
     text = rendered.from_out_dir(out).member("worker-1").apiproxy
     broken = text.replace("default-server check inter", "default-server inter")
     assert broken != text
+    without_redispatch = broken.replace("    option redispatch 1\n", "")
+    assert without_redispatch != broken
+    broken = without_redispatch
     rendered.replace_node_file(out, "worker-1", HAPROXY, broken)
     proc, elapsed, _ = lab_cli(out)
     assert proc.returncode == 1, proc.stdout + proc.stderr
@@ -403,4 +408,4 @@ def test_lab_catches_a_local_api_endpoint_without_health_checks(tmp_path, ha_lab
                        "api endpoint cp-2 WireGuard down: worker-1", "api endpoint cp-3 WireGuard down: worker-1"], proc.stdout
     printed = re.findall(r"local API endpoint: (\S+) (.+?), (\S+) -> 127\.0\.0\.1:7445: .*?(\d+) of (\d+) attempts failed", proc.stdout)
     assert len(printed) == 5, proc.stdout
-    print(f"\nlab, ha-lab with worker-1's health checks removed: {elapsed:.1f} s, 4 checks failed as expected")
+    print(f"\nlab, ha-lab with worker-1's health checks and redispatch removed: {elapsed:.1f} s, 4 checks failed as expected")

@@ -82,7 +82,7 @@ def prepare(spec_path: Path, secrets_path: Path | None = None, *, age: Age | Non
         existing, changes = renew_admin_bundle(doc, existing, renew_admin, now, bundle_path)
     last = last_rendered_plan(spec_path, out_root, doc.spec.name)
     control_planes.check_kind_kept(doc, last)  # issue 14: one control plane or several, for good
-    versions = upgrade.resolve(doc, existing, upgrade_step, last_rendered_kubernetes(spec_path, out_root, doc.spec.name))
+    versions = upgrade.resolve(doc, existing, upgrade_step, rendered_minor(last))
     plan = with_kubernetes(with_addons(plan_for(doc.spec, existing, hub_changes=rekey is not None and not rekey_join, now=now), doc),
                            versions.control_plane, versions.upgrade_to)
     bundle, added = secrets_mod.populate(existing, plan, now)
@@ -105,10 +105,9 @@ def last_rendered_plan(spec_path: Path, out_root: Path | None, cluster: str) -> 
     return data if isinstance(data, dict) else None
 
 
-def last_rendered_kubernetes(spec_path: Path, out_root: Path | None, cluster: str) -> str | None:
-    """The minor the last render of this cluster used (its plan.json), or None."""
-    data = last_rendered_plan(spec_path, out_root, cluster)
-    minor = data.get("kubernetes") if isinstance(data, dict) else None
+def rendered_minor(last_plan: dict | None) -> str | None:
+    """The minor a render's plan.json (last_rendered_plan) says it used, or None."""
+    minor = last_plan.get("kubernetes") if isinstance(last_plan, dict) else None
     return minor if isinstance(minor, str) and MINOR_RE.fullmatch(minor) else None
 
 
@@ -128,8 +127,9 @@ def inspect(spec_path: Path, secrets_path: Path | None = None, *, age: Age | Non
     doc = load_spec(spec_path)
     bundle_path = secrets_mod.locate(spec_path, secrets_path, age)
     existing = secrets_mod.load(bundle_path, doc.spec.name, age)
-    control_planes.check_kind_kept(doc, last_rendered_plan(spec_path, None, doc.spec.name))
-    versions = upgrade.resolve(doc, existing, None, last_rendered_kubernetes(spec_path, None, doc.spec.name))
+    last = last_rendered_plan(spec_path, None, doc.spec.name)
+    control_planes.check_kind_kept(doc, last)
+    versions = upgrade.resolve(doc, existing, None, rendered_minor(last))
     plan = with_kubernetes(with_addons(plan_for(doc.spec, existing), doc), versions.control_plane, versions.upgrade_to)
     if doc.spec.registries:  # issue 18: the same refusal as render, before anything is rendered
         secrets_mod.check_registry_passwords(doc, existing)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 import itertools
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from . import facts
 from .errors import Problem, UserError
@@ -166,9 +167,10 @@ class Plan:
     def api_address(self) -> str:
         return self.hub_member.vpn_ip
 
-    @property
+    @cached_property
     def control_planes(self) -> tuple[Member, ...]:
-        """Issue 14: every control plane, the one that runs `kubeadm init` (the hub) first."""
+        """Issue 14: every control plane, the one that runs `kubeadm init` (the hub) first. Cached:
+        every node's files ask for it several times (a plan is frozen; replace() makes a new one)."""
         cps = [m for m in self.nodes if m.role == "control-plane"]
         return tuple(sorted(cps, key=lambda m: m.name != self.hub))
 
@@ -385,7 +387,8 @@ def build_plan(spec: ClusterSpec, pinned: dict[str, str] | None = None, *, reser
         ))
     for a in spec.admins:
         members.append(Member(name=a.name, kind="admin", role="admin", vpn_ip=addresses[a.name]))
-    hub = next(n.name for n in spec.nodes if n.role == "control-plane" and n.endpoint)
+    hub = spec.hub
+    assert hub is not None  # check_semantics refuses a spec without one
     wg_mtu = spec.vpn.underlay_mtu - facts.WIREGUARD_OVERHEAD
     mesh = None
     if spec.vpn.topology == "mesh":

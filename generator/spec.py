@@ -276,6 +276,12 @@ class ClusterSpec(Strict):
     # Issue 14: several control planes (odd counts) need etcd tuned to the sites' round-trip time.
     etcd: EtcdTuning | None = Field(None, description="etcd time parameters (ms) for control planes far apart; absent = etcd's defaults (docs/design.md, \"Several control planes\")")
 
+    @property
+    def hub(self) -> str | None:
+        """The first control plane with an endpoint: the hub, and the one that runs `kubeadm init`
+        (None only for a spec check_semantics refuses)."""
+        return next((n.name for n in self.nodes if n.role == "control-plane" and n.endpoint), None)
+
     @field_validator("kubernetes", mode="before")
     @classmethod
     def _k8s(cls, v: Any) -> str:
@@ -700,7 +706,7 @@ def check_semantics(doc: SpecDocument) -> list[Problem]:
         at = cps[-1] if len(cps) % 2 == 0 else cps[5]
         n = len(cps)
         why = (f"etcd needs a majority of them up, so {n} survive no more failures than {n - 1} do, with more machines to fail"
-               if n % 2 == 0 else f"each etcd write waits for a majority of them: more than 5 only slows every write")
+               if n % 2 == 0 else "each etcd write waits for a majority of them: more than 5 only slows every write")
         p.append(doc.problem(("nodes", at, "role"), f"{n} control-plane nodes: {why}",
                              "use 1, 3 or 5 control planes (make this node a worker" + (", or add one)" if n < 5 else ")")))
     if spec.etcd is not None and spec.etcd.election_ms < 5 * spec.etcd.heartbeat_ms:

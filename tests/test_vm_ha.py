@@ -23,6 +23,9 @@ others. Every wait is on progress the guests report, bounded generously.
 """
 from __future__ import annotations
 
+import hashlib
+import ipaddress
+import json
 import re
 import shutil
 import time
@@ -68,12 +71,10 @@ def ha(tmp_path_factory) -> HARun:
     shutil.copy(SPEC, spec)
     _cluster, nodes = render_cluster(workdir, spec)
     by_name = {n.name: n for n in nodes}
-    import json
     hub = json.loads((_cluster / "plan.json").read_text())["hub"]
     res = HARun(nodes=by_name, hub=hub, log_dir=workdir / "logs")
     res.timings["image build (cached)" if image.cached else "image build (cold)"] = image.build_seconds
     ping = "wgkube.ping=" + ",".join(n.vpn_ip for n in nodes)
-    import ipaddress
     with vmq.Lab(log_dir=res.log_dir) as lab:
         net_of = {n.name: ipaddress.ip_interface(n.address).network for n in nodes}
         (out_net,) = {net_of[n.name] for n in nodes if not n.behind_nat}
@@ -190,7 +191,6 @@ def test_other_control_planes_join_as_control_planes_after_an_api_answered(ha: H
     for line in (r.text("pki") or "").splitlines():
         digest, path = line.split()
         if path in SHARED:
-            import hashlib
             assert digest == hashlib.sha256(files["/etc/kubernetes/pki/" + path].encode()).hexdigest(), path
     # no refusal on the way: kubeadm's conditions for another control plane held
     assert not r.standin_events("join-control-plane-refused"), r.standin_events("join-control-plane-refused")

@@ -132,16 +132,15 @@ def node_files(plan: Plan, bundle: Bundle, member: Member) -> list[NodeFile]:
             # issue 17 item 2: one ClusterRoleBinding per admin of the revocable form (none for a
             # bundle of old-form certificates only: its files stay byte for byte).
             files.append(NodeFile(admin_rbac.BINDINGS_PATH, bindings))
-    if not plan.initialises(member):
-        # Public CA certificate only: lets the worker check the API before it joins.
+    else:
+        # The public CA certificate: lets a joining node check the API before it joins.
         files.append(NodeFile("/etc/wgkube/ca.crt", bundle.pki["ca"]["cert"]))
         if kubeadm.join_mode(plan, bundle, member) == "certificate":
             # A join certificate an older wgkube made (kubeadm-join.yaml.j2 points discovery.file
             # here): kept as it was. A worker with its own token gets it in kubeadm.yaml only.
             files.append(NodeFile(join.JOIN_KUBECONFIG, join.join_kubeconfig(plan, bundle, member), 0o600))
-    if plan.several_control_planes:
-        # issue 14: the local API endpoint (haproxy on loopback to every control plane).
-        files += [NodeFile(path, content, mode) for path, content, mode in apiproxy.node_files(plan, member)]
+    # issue 14: the local API endpoint (haproxy on loopback to every control plane); none with one.
+    files += [NodeFile(path, content, mode) for path, content, mode in apiproxy.node_files(plan, member)]
     if failover.wanted(plan, member):
         # issue 13, mesh: a member behind NAT keeps its catch-all on a relay that answers.
         files += [

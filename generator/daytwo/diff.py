@@ -160,9 +160,9 @@ def control_plane_actions(members: list[MemberChange], plan: Plan, old_plan: dic
                        f"{len(old_cps)} members and needs {len(old_cps) // 2 + 1} of them up): on {name} run `kubeadm reset` "
                        f"(its phase remove-etcd-member leaves etcd cleanly), or on another control plane "
                        f"`etcdctl member remove <id>` (`etcdctl member list` shows it); then kubectl delete node {name}")
-    running = {mc.name for mc in members if mc.kind == "node" and mc.status == "changed"}
-    stale = [m for m in plan.nodes if m.name in running and any(
-        p == APIPROXY_CONFIG for mc in members if mc.name == m.name for f in mc.changed() for (p, _, _) in f.inner)]
+    changed = {mc.name for mc in members if mc.kind == "node" and mc.status == "changed"
+               and any(p == APIPROXY_CONFIG for f in mc.changed() for (p, _, _) in f.inner)}
+    stale = [m for m in plan.nodes if m.name in changed]
     if stale:
         # control planes first: a node then never prefers one its own etcd does not know yet
         stale.sort(key=lambda m: m.role != "control-plane")

@@ -46,7 +46,7 @@ def plan_for(spec: ClusterSpec, existing: Bundle | None, hub_changes: bool = Fal
     if existing is None:  # first render: nothing is running yet
         return build_plan(spec, None, new_spares=[f"spare.{i}" for i in range(1, target + 1)], spares_target=target)
     names = [n.name for n in spec.nodes] + [a.name for a in spec.admins]
-    hub = next((n.name for n in spec.nodes if n.role == "control-plane" and n.endpoint), None)
+    hub = spec.hub
     fixed = {n.name: n.vpn_ip for n in spec.nodes if n.vpn_ip} | {a.name: a.vpn_ip for a in spec.admins if a.vpn_ip}
     net = ipaddress.ip_network(spec.vpn.cidr)
     free = dict(sorted(existing.spares.items(), key=lambda kv: _slot_number(kv[0])))
@@ -104,8 +104,7 @@ def rekey_bundle(doc: SpecDocument, existing: Bundle | None, name: str, join: bo
         raise UserError(Problem("join.window_days", "the spec sets no join window, so there is no join token of its own to reissue",
                                 "set join.window_days (docs/join-window.md); or create a bootstrap token on the hub: kubeadm token create"),
                         doc.source)
-    first = next((n.name for n in spec.nodes if n.role == "control-plane" and n.endpoint), None)
-    if join and name == first:
+    if join and name == spec.hub:
         # issue 14: the other control planes do join (with their own token), so only this one is refused
         raise UserError(Problem("", f"{name} is the {'first ' if sum(n.role == 'control-plane' for n in spec.nodes) > 1 else ''}"
                                 f"control plane: it does not join, it runs `kubeadm init`",
